@@ -1,0 +1,166 @@
+"""What every stack component has in common: paths, start, health, stop.
+
+A component is one long-running process (postgres, redis, kafka, a service,
+envoy). Subclasses say how to prepare it once, which command runs it, how to
+tell it is ready/healthy, and what to do once it is (create databases,
+topics...). ``start`` is idempotent: a running, healthy component is left
+alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.credentials import Secrets
+from devstack.ports import HOST, Ports
+from devstack.procs import ManagedProcess, RunAs, StackError, tail
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+ReadyCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a component needs to know about the stack it belongs to."""
+
+    profile: str
+    run_dir: Path
+    ports: Ports
+    secrets: Secrets
+    repo: Path = REPO_ROOT
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    def log_path(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def pid_path(self, name: str) -> Path:
+        return self.run_dir / "pids" / f"{name}.pid"
+
+
+class ComponentFailed(StackError):
+    """A component did not become healthy; the message ends with its log tail."""
+
+    def __init__(self, name: str, reason: str, log_path: Path) -> None:
+        log_tail = tail(log_path, 25) or "(log is empty)"
+        super().__init__(f"{name}: {reason}\n--- last lines of {log_path} ---\n{log_tail}")
+        self.component = name
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+class Component(ABC):
+    """One process of the stack; see the module docstring."""
+
+    name: str
+    start_timeout: float = 60.0
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 20.0
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.process = ManagedProcess(self.name, ctx.pid_path(self.name), self.log_path)
+
+    @property
+    def log_path(self) -> Path:
+        return self.ctx.log_path(self.name)
+
+    # --- what subclasses define -------------------------------------------
+    @abstractmethod
+    def address(self) -> str:
+        """Where clients reach it (no secrets)."""
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The argv of the long-running process."""
+
+    @abstractmethod
+    def is_healthy(self) -> bool:
+        """A real request (query, PING, metadata, gRPC health), never a port probe."""
+
+    def ports(self) -> Sequence[int]:
+        """Ports it listens on; checked free before spawning."""
+        return ()
+
+    def prepare(self) -> None:
+        """One-time or per-start setup before spawning (config files, initdb...)."""
+
+    def is_ready(self) -> bool:
+        """Ready for `after_ready`; by default the same as healthy."""
+        return self.is_healthy()
+
+    def after_ready(self) -> None:
+        """Idempotent setup that needs the process up (databases, topics...)."""
+
+    def process_env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def run_as(self) -> RunAs | None:
+        return None
+
+    # --- lifecycle ----------------------------------------------------------
+    def is_running(self) -> bool:
+        return self.process.is_running()
+
+    def start(self) -> bool:
+        """Start it unless it already runs; wait until healthy. True if started."""
+        if self.is_running():
+            self._wait_until(self.is_ready, "did not become ready")
+            self.after_ready()
+            return False
+        busy = [port for port in self.ports() if not port_is_free(port)]
+        if busy:
+            raise StackError(
+                f"{self.name}: port(s) {busy} on {HOST} are taken by another process "
+                f"(another stack? check `ss -ltnp`)"
+            )
+        self.prepare()
+        self.process.spawn(self.command(), self.process_env(), self.ctx.repo, self.run_as())
+        self._wait_until(self.is_ready, "did not become ready")
+        self.after_ready()
+        self._wait_until(self.is_healthy, "is running but not healthy")
+        return True
+
+    def stop(self) -> None:
+        self.process.stop(self.stop_signal, self.stop_timeout)
+
+    def kill(self, sig: int) -> None:
+        self.process.kill(sig)
+
+    def health(self) -> str:
+        """'healthy', 'unhealthy' (process up, check fails) or 'down'."""
+        if not self.is_running():
+            return "down"
+        return "healthy" if self.is_healthy() else "unhealthy"
+
+    def _wait_until(self, check: ReadyCheck, failure: str) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if not self.is_running() or self.process.has_exited():
+                raise ComponentFailed(self.name, "process exited while starting", self.log_path)
+            if check():
+                return
+            if time.monotonic() > deadline:
+                raise ComponentFailed(
+                    self.name, f"{failure} within {self.start_timeout:.0f}s", self.log_path
+                )
+            time.sleep(0.25)
+

@@ -1,0 +1,230 @@
+"""Child processes of a local stack: spawn, pid files, stop, one-shot commands.
+
+Every long-running component is started in its own session (so its process
+group id equals its pid) and recorded in a pid file together with its start
+time, so a recycled pid is never mistaken for ours. Stopping signals the
+group leader first and falls back to SIGKILL on the whole group, so children
+(postgres backends, JVM helpers) never outlive ``down``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A component could not be started, checked or stopped."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The OS user a child process runs as (only used when we are root)."""
+
+    user: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def named(cls, user: str) -> RunAs:
+        entry = pwd.getpwnam(user)
+        return cls(user=user, uid=entry.pw_uid, gid=entry.pw_gid)
+
+    def popen_kwargs(self) -> dict[str, object]:
+        # Popen drops privileges in the child itself (no runuser wrapper left
+        # in the process tree); extra_groups=[] clears root's groups.
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last `lines` lines of a log file ('' if it does not exist)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            text = handle.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group id, start time in clock ticks) of a live pid."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name is in parentheses and may contain spaces.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return fields[0], int(fields[2]), int(fields[19])
+
+
+def _is_live(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie is dead, only unreaped
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    members: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _proc_stat(int(entry.name))
+        if stat is not None and stat[1] == pgid and stat[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not group_members(pgid):
+            return True
+        time.sleep(0.1)
+    return not group_members(pgid)
+
+
+class ManagedProcess:
+    """A long-running child process known by its pid file and log file."""
+
+    def __init__(self, name: str, pid_path: Path, log_path: Path) -> None:
+        self.name = name
+        self.pid_path = pid_path
+        self.log_path = log_path
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def pid(self) -> int | None:
+        """The recorded pid if that very process is still alive."""
+        try:
+            pid_text, start_text = self.pid_path.read_text().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        pid = int(pid_text)
+        stat = _proc_stat(pid)
+        if stat is None or stat[2] != int(start_text) or stat[0] == "Z":
+            self._reap()
+            return None
+        return pid
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def has_exited(self) -> bool:
+        """True when the child we spawned in this process has already died."""
+        return self._popen is not None and self._popen.poll() is not None
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        run_as: RunAs | None = None,
+    ) -> int:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        extra = run_as.popen_kwargs() if run_as else {}
+        with self.log_path.open("ab") as log:
+            log.write(f"\n--- devstack: starting {self.name} at {time.ctime()} ---\n".encode())
+            log.flush()
+            self._popen = subprocess.Popen(  # type: ignore[call-overload]
+                list(argv),
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: pgid == pid
+                **extra,
+            )
+        assert self._popen is not None
+        pid = int(self._popen.pid)
+        stat = _proc_stat(pid)
+        start_time = stat[2] if stat else 0
+        self.pid_path.write_text(f"{pid} {start_time}\n")
+        return pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Signal the leader, wait for the whole group, then SIGKILL what is left."""
+        pid = self.pid()
+        if pid is not None:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+            if not _wait_group_gone(pid, timeout):
+                _signal_group(pid, signal.SIGKILL)
+                if not _wait_group_gone(pid, 10.0):
+                    raise StackError(f"{self.name}: process group {pid} survived SIGKILL")
+        self._reap()
+        self.pid_path.unlink(missing_ok=True)
+
+    def kill(self, sig: int) -> None:
+        """Send `sig` to the whole group, as a crash would; wait if it is fatal."""
+        pid = self.pid()
+        if pid is None:
+            raise StackError(f"{self.name} is not running")
+        _signal_group(pid, sig)
+        if sig == signal.SIGKILL:
+            _wait_group_gone(pid, 10.0)
+            self._reap()
+            self.pid_path.unlink(missing_ok=True)
+
+    def _reap(self) -> None:
+        # Collect the exit status of a child we spawned, so no zombie lingers.
+        if self._popen is not None and self._popen.poll() is not None:
+            self._popen = None
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    what: str,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    run_as: RunAs | None = None,
+    stdin_text: str | None = None,
+) -> str:
+    """Run a one-shot command; its output goes to `log_path` and is returned.
+
+    Raises StackError naming `what` with the tail of the output on failure.
+    """
+    extra = run_as.popen_kwargs() if run_as else {}
+    try:
+        result = subprocess.run(  # type: ignore[call-overload]
+            list(argv),
+            input=stdin_text,
+            capture_output=True,
+            text=True,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            timeout=timeout,
+            start_new_session=True,
+            **extra,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise StackError(f"{what}: timed out after {timeout:.0f}s") from exc
+    output = str(result.stdout) + str(result.stderr)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        log.write(f"\n--- devstack: {what} (exit {result.returncode}) ---\n{output}")
+    if result.returncode != 0:
+        last = "\n".join(output.strip().splitlines()[-20:])
+        raise StackError(f"{what} failed (exit {result.returncode}):\n{last}")
+    return output

@@ -1,0 +1,1 @@
+"""paymesh notify service."""

@@ -1,0 +1,3 @@
+from notify_svc.server import main
+
+main()

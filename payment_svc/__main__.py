@@ -1,0 +1,3 @@
+from payment_svc.server import main
+
+main()

@@ -1,0 +1,97 @@
+"""The one mapper from exceptions to gRPC statuses, as a server interceptor.
+
+PaymeshError → its code with google.rpc.ErrorInfo (+ BadRequest for a field).
+Anything else → INTERNAL with reason INTERNAL_ERROR and a generic message;
+the traceback goes to the log under the trace id, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from paymesh_runtime.errors import DOMAIN, Code, PaymeshError, Unavailable
+
+log = logging.getLogger(__name__)
+
+_GRPC_CODES: dict[Code, grpc.StatusCode] = {c: grpc.StatusCode[c.value] for c in Code}
+
+
+def status_for(error: PaymeshError) -> status_pb2.Status:
+    """Builds the google.rpc.Status of a PaymeshError."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    details = [_pack(info)]
+    if error.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.message, reason=error.reason
+        )
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    return status_pb2.Status(code=getattr(code_pb2, error.code.value), message=error.message, details=details)
+
+
+def internal_status() -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=DOMAIN)
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error", details=[_pack(info)])
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+async def abort_with(context: Any, status: status_pb2.Status) -> None:
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
+    """Wraps every unary handler so that exceptions become documented statuses."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def mapped(request: Any, context: Any) -> Any:
+            try:
+                return await inner(request, context)
+            except PaymeshError as error:
+                await abort_with(context, status_for(error))
+            except grpc.aio.AbortError:
+                raise
+            except NotImplementedError:
+                # The generated servicer base for a method not built yet.
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
+            except grpc.aio.AioRpcError as error:
+                # A downstream service failed in a way this one did not expect.
+                log.warning("downstream call failed in %s: %s", method, error.code())
+                await abort_with(context, status_for(_downstream(error)))
+            except Exception:
+                log.exception("unhandled error in %s", method)
+                await abort_with(context, internal_status())
+
+        return grpc.unary_unary_rpc_method_handler(
+            mapped,  # type: ignore[arg-type]
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _downstream(error: grpc.aio.AioRpcError) -> PaymeshError:
+    return Unavailable(
+        "DEPENDENCY_UNAVAILABLE",
+        "a dependency did not answer; retry with the same idempotency key",
+        metadata={"dependency_status": error.code().name},
+    )

@@ -1,0 +1,109 @@
+"""Server bootstrap: one grpc.aio server wired the same way in every service.
+
+`create_server` builds the server (interceptors, health, reflection) and binds
+it, so tests can bind port 0; `run_until_signalled` starts it, keeps health
+honest, and on SIGTERM stops accepting calls, lets in-flight calls finish
+within the grace period, then runs the service's cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from paymesh_runtime import telemetry
+from paymesh_runtime.grpc_errors import ErrorMappingInterceptor
+from paymesh_runtime.health import HealthReporter, Probe
+from paymesh_runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Cleanup = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Servicer:
+    """A servicer and the generated function that registers it."""
+
+    full_name: str  # e.g. "paymesh.wallet.v1.WalletService"
+    instance: Any
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: HealthReporter
+
+
+def create_server(
+    settings: ServiceSettings,
+    servicers: Sequence[Servicer],
+    probes: Mapping[str, Probe],
+    interceptors: Sequence[Any] = (),
+) -> RunningServer:
+    server = grpc.aio.server(
+        interceptors=[
+            telemetry.tracing_interceptor(),
+            telemetry.MetricsInterceptor(),
+            *interceptors,
+            ErrorMappingInterceptor(),
+        ],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    for servicer in servicers:
+        servicer.add_to_server(servicer.instance, server)
+    health = HealthReporter([s.full_name for s in servicers], probes)
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    names = [s.full_name for s in servicers]
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise RuntimeError(f"cannot bind {settings.grpc_host}:{settings.grpc_port}")
+    return RunningServer(server, port, health)
+
+
+async def run_until_signalled(
+    running: RunningServer, settings: ServiceSettings, cleanup: Sequence[Cleanup] = ()
+) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await running.server.start()
+    await running.health.check_once()
+    prober = asyncio.create_task(running.health.run(settings.health_probe_interval_seconds))
+    log.info("serving on %s:%d", settings.grpc_host, running.port)
+    await stop.wait()
+    log.info("shutting down: draining in-flight calls for up to %.0fs", settings.shutdown_grace_seconds)
+    await running.health.shutting_down()
+    await running.server.stop(settings.shutdown_grace_seconds)
+    prober.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await prober
+    for step in cleanup:
+        try:
+            await step()
+        except Exception:
+            log.exception("cleanup step failed")
+    log.info("stopped")
+
+
+def start_telemetry(service: str, settings: ServiceSettings) -> None:
+    telemetry.configure_logging(service, settings)
+    telemetry.configure_tracing(service, settings)
+    telemetry.start_metrics_server(settings)

@@ -1,0 +1,3 @@
+from wallet_svc.server import main
+
+main()
