@@ -183,8 +183,8 @@ class OutboxRelay:
 
     async def _relay_with_fresh_resources(self) -> None:
         producer = self._make_producer()
-        await producer.start()
         try:
+            await producer.start()
             async with self._engine.connect() as conn:
                 await conn.commit()  # leave autobegin; locks are session-level
                 try:
