@@ -17,9 +17,10 @@ gen: deps ## regenerate gen/ (Python stubs, .pyi, descriptor set) from protos/
 	@bash devstack/gen.sh
 	@cp gen/paymesh.pb charts/paymesh/files/paymesh.pb
 	@$(PY) -m devstack.envoy_config --helm > charts/paymesh/files/envoy.yaml
+	@$(PY) -m devstack.apidoc > docs/api.md
 
 gen-check: gen ## fail if gen/ or the chart's generated files differ from what is committed
-	@git diff --exit-code --stat -- gen charts/paymesh/files \
+	@git diff --exit-code --stat -- gen charts/paymesh/files docs/api.md \
 	  || { echo "gen/ is stale: run 'make gen' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- gen charts/paymesh/files)" \
 	  || { git status --porcelain -- gen charts/paymesh/files; echo "untracked generated files: run 'make gen' and commit"; exit 1; }

@@ -127,3 +127,9 @@ def test_every_proto_lives_in_a_versioned_package_matching_its_folder(proto: Pat
     )
     assert package == ".".join(proto.parent.relative_to(ROOT / "protos").parts)
     assert package.split(".")[-1] == "v1"
+
+
+def test_api_reference_is_generated_from_the_current_contracts() -> None:
+    from devstack import apidoc
+
+    assert (ROOT / "docs/api.md").read_text() == apidoc.render(), "run `make gen`"
