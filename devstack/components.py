@@ -100,14 +100,14 @@ class Component(ABC):
         """Ports it listens on; checked free before spawning."""
         return ()
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - optional hook
         """One-time or per-start setup before spawning (config files, initdb...)."""
 
     def is_ready(self) -> bool:
         """Ready for `after_ready`; by default the same as healthy."""
         return self.is_healthy()
 
-    def after_ready(self) -> None:
+    def after_ready(self) -> None:  # noqa: B027 - optional hook
         """Idempotent setup that needs the process up (databases, topics...)."""
 
     def process_env(self) -> dict[str, str]:
@@ -159,8 +159,5 @@ class Component(ABC):
             if check():
                 return
             if time.monotonic() > deadline:
-                raise ComponentFailed(
-                    self.name, f"{failure} within {self.start_timeout:.0f}s", self.log_path
-                )
+                raise ComponentFailed(self.name, f"{failure} within {self.start_timeout:.0f}s", self.log_path)
             time.sleep(0.25)
-

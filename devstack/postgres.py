@@ -124,8 +124,7 @@ class Postgres(Component):
 
     def _hand_over_to(self, run_as: RunAs) -> None:
         for directory in grant_traversal(self.ctx.run_dir, run_as.uid, run_as.gid):
-            log.warning("postgres: added o+x to %s so user %s can reach its data dir",
-                        directory, run_as.user)
+            log.warning("postgres: added o+x to %s so user %s can reach its data dir", directory, run_as.user)
         for root, dirs, files in os.walk(self.base_dir):
             for entry in [root, *(os.path.join(root, name) for name in dirs + files)]:
                 os.chown(entry, run_as.uid, run_as.gid)
@@ -135,9 +134,12 @@ class Postgres(Component):
         run_command(
             [
                 str(self.bin_dir / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", self.superuser(),
-                "-E", "UTF8",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.superuser(),
+                "-E",
+                "UTF8",
                 "--locale=C",
                 "--auth-local=peer",
                 "--auth-host=scram-sha-256",
@@ -154,7 +156,7 @@ class Postgres(Component):
     def is_ready(self) -> bool:
         """The superuser can query over the unix socket (role/dbs may not exist yet)."""
         argv = self._psql_argv(["-h", str(self.socket_dir), "-U", self.superuser(), "-d", "postgres"])
-        return _succeeds(argv + ["-c", "select 1"], run_as=self.run_as())
+        return _succeeds([*argv, "-c", "select 1"], run_as=self.run_as())
 
     def is_healthy(self) -> bool:
         """The paymesh role logs in over TCP with its password and runs a query."""
@@ -163,18 +165,27 @@ class Postgres(Component):
     def query_over_tcp(self, password: str, database: str = "paymesh_auth") -> bool:
         argv = self._psql_argv(["-h", HOST, "-U", ROLE, "-d", database, "-w"])
         env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "3"}
-        return _succeeds(argv + ["-c", "select 1"], env=env)
+        return _succeeds([*argv, "-c", "select 1"], env=env)
 
     def _psql_argv(self, connection: list[str]) -> list[str]:
-        return [str(self.bin_dir / "psql"), "-X", "-q", "-p", str(self.ctx.ports.postgres),
-                *connection]
+        return [str(self.bin_dir / "psql"), "-X", "-q", "-p", str(self.ctx.ports.postgres), *connection]
 
     # --- role and databases -----------------------------------------------------
     def after_ready(self) -> None:
         """Create the role and the databases if missing; (re)set the password."""
         run_command(
-            self._psql_argv(["-h", str(self.socket_dir), "-U", self.superuser(), "-d", "postgres",
-                             "-v", "ON_ERROR_STOP=1"]),
+            self._psql_argv(
+                [
+                    "-h",
+                    str(self.socket_dir),
+                    "-U",
+                    self.superuser(),
+                    "-d",
+                    "postgres",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                ]
+            ),
             log_path=self.log_path,
             what="postgres: create role and databases",
             timeout=60,
@@ -185,17 +196,16 @@ class Postgres(Component):
         )
 
     def _bootstrap_sql(self) -> str:
-        password = self.ctx.secrets.postgres_password  # hex: safe inside quotes
+        # Only constants and a hex password go into this SQL: nothing to escape.
+        password = self.ctx.secrets.postgres_password
+        role_missing = f"NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}')"
         lines = [
-            f"SELECT 'CREATE ROLE {ROLE}' WHERE NOT EXISTS "
-            f"(SELECT FROM pg_roles WHERE rolname = '{ROLE}')\\gexec",
+            f"SELECT 'CREATE ROLE {ROLE}' WHERE {role_missing}\\gexec",
             f"ALTER ROLE {ROLE} LOGIN CREATEDB PASSWORD '{password}';",
         ]
         for database in DATABASES:
-            lines.append(
-                f"SELECT 'CREATE DATABASE {database} OWNER {ROLE}' WHERE NOT EXISTS "
-                f"(SELECT FROM pg_database WHERE datname = '{database}')\\gexec"
-            )
+            missing = f"NOT EXISTS (SELECT FROM pg_database WHERE datname = '{database}')"
+            lines.append(f"SELECT 'CREATE DATABASE {database} OWNER {ROLE}' WHERE {missing}\\gexec")
         return "\n".join(lines) + "\n"
 
 
@@ -203,8 +213,7 @@ def _current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _succeeds(argv: list[str], env: dict[str, str] | None = None,
-              run_as: RunAs | None = None) -> bool:
+def _succeeds(argv: list[str], env: dict[str, str] | None = None, run_as: RunAs | None = None) -> bool:
     extra = run_as.popen_kwargs() if run_as else {}
     try:
         result = subprocess.run(  # type: ignore[call-overload]

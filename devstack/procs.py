@@ -9,6 +9,7 @@ group leader first and falls back to SIGKILL on the whole group, so children
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -84,10 +85,8 @@ def group_members(pgid: int) -> list[int]:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_group_gone(pgid: int, timeout: float) -> bool:
@@ -162,10 +161,8 @@ class ManagedProcess:
         """Signal the leader, wait for the whole group, then SIGKILL what is left."""
         pid = self.pid()
         if pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
             if not _wait_group_gone(pid, timeout):
                 _signal_group(pid, signal.SIGKILL)
                 if not _wait_group_gone(pid, 10.0):

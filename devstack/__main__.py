@@ -1,0 +1,148 @@
+"""python -m devstack up|down|status|logs — the local stack as processes.
+
+python -m devstack up [--profile local|test] [--run-dir DIR] [--only infra|services|NAME...]
+python -m devstack down | status [--only ...] | logs [NAME] [-n LINES] [-f]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from devstack.components import REPO_ROOT
+from devstack.procs import StackError, tail
+from devstack.stack import ALL, GROUPS, PROFILES, ComponentStatus, Stack, resolve_names
+
+REGISTER_BODY = (
+    '{"email":"alice@example.com","password":"correct-horse-battery",'
+    '"display_name":"Alice","account_type":"CUSTOMER"}'
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="local",
+        help="local: documented ports; test: PAYMESH_TEST_PORT_BASE",
+    )
+    common.add_argument(
+        "--run-dir", type=Path, default=None, help="state dir (default .run/local or .run/test-<base>)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    only_help = f"groups {sorted(GROUPS)} or components {list(ALL)}"
+    up = commands.add_parser("up", parents=[common], help="start (idempotent) and wait healthy")
+    up.add_argument("--only", nargs="+", metavar="NAME", help=only_help)
+    commands.add_parser("down", parents=[common], help="stop everything of this run dir")
+    status = commands.add_parser("status", parents=[common], help="health of each component")
+    status.add_argument("--only", nargs="+", metavar="NAME", help=only_help)
+    logs = commands.add_parser("logs", parents=[common], help="tail logs (all, or one)")
+    logs.add_argument("name", nargs="?", help="component, e.g. payment or kafka")
+    logs.add_argument("-n", "--lines", type=int, default=40)
+    logs.add_argument("-f", "--follow", action="store_true")
+    return parser
+
+
+def _print_table(rows: list[ComponentStatus], stack: Stack) -> None:
+    table = [(row.name, row.address, row.health) for row in rows]
+    if any(row.name == "envoy" for row in rows):
+        envoy = next(row for row in rows if row.name == "envoy")
+        table.append(("envoy-admin", f"127.0.0.1:{stack.ports.envoy_admin}", envoy.health))
+    widths = [max(len(str(r[i])) for r in [("NAME", "ADDRESS", "HEALTH"), *table]) for i in range(3)]
+    for row in [("NAME", "ADDRESS", "HEALTH"), *table]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_first_steps(stack: Stack, started: list[str]) -> None:
+    print(f"\nsecrets: {stack.run_dir / 'secrets.env'} (mode 600)")
+    print(f"logs:    {stack.run_dir / 'logs'}  (python -m devstack logs NAME)")
+    if "envoy" in started:
+        print(f"\ncurl -s -XPOST 127.0.0.1:{stack.ports.envoy}/v1/auth/register -d '{REGISTER_BODY}'")
+    if "auth" in started:
+        grpcurl = REPO_ROOT / ".tools" / "bin" / "grpcurl"
+        print(f"{grpcurl} -plaintext 127.0.0.1:{stack.ports.auth} list")
+
+
+def cmd_up(stack: Stack, only: list[str] | None) -> int:
+    wanted = resolve_names(only)
+    try:
+        stack.up(only)
+    except StackError as exc:
+        print(f"\ndevstack up failed:\n{exc}", file=sys.stderr)
+        print(
+            "\n(components already started keep running; `python -m devstack down` stops them)",
+            file=sys.stderr,
+        )
+        return 1
+    print()
+    _print_table(stack.status(only), stack)
+    _print_first_steps(stack, wanted)
+    return 0
+
+
+def cmd_status(stack: Stack, only: list[str] | None) -> int:
+    rows = stack.status(only)
+    _print_table(rows, stack)
+    return 0 if all(row.health == "healthy" for row in rows) else 1
+
+
+def cmd_logs(stack: Stack, name: str | None, lines: int, follow: bool) -> int:
+    names = [stack.component(name).name] if name else list(ALL)
+    paths = {n: stack.run_dir / "logs" / f"{n}.log" for n in names}
+    paths = {n: p for n, p in paths.items() if p.exists()}
+    if not paths:
+        print(f"no logs yet in {stack.run_dir / 'logs'}", file=sys.stderr)
+        return 1
+    for component, path in paths.items():
+        if len(paths) > 1:
+            print(f"==> {component} ({path}) <==")
+        print(tail(path, lines))
+    if follow:
+        _follow(paths, prefix=len(paths) > 1)
+    return 0
+
+
+def _follow(paths: dict[str, Path], prefix: bool) -> None:
+    offsets = {name: path.stat().st_size for name, path in paths.items()}
+    try:
+        while True:
+            for name, path in paths.items():
+                with path.open("rb") as handle:
+                    handle.seek(offsets[name])
+                    chunk = handle.read()
+                    offsets[name] = handle.tell()
+                for line in chunk.decode("utf-8", errors="replace").splitlines():
+                    print(f"{name} | {line}" if prefix else line, flush=True)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[devstack] %(message)s")
+    stack = Stack.for_profile(args.profile, args.run_dir)
+    if args.command == "up":
+        return cmd_up(stack, args.only)
+    if args.command == "down":
+        try:
+            stack.down()
+        except StackError as exc:
+            print(f"devstack down: {exc}", file=sys.stderr)
+            return 1
+        print(f"stopped; nothing of {stack.run_dir} is running")
+        return 0
+    if args.command == "status":
+        return cmd_status(stack, args.only)
+    return cmd_logs(stack, args.name, args.lines, args.follow)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Render the edge Envoy configuration from the single template in envoy/.
+
+One source, three uses:
+
+- ``render("local", LOCAL)`` and ``render("test", test_ports())``: everything
+  on 127.0.0.1, upstreams are the local service ports, the descriptor is the
+  repo's ``gen/paymesh.pb``.
+- ``render_helm()``: the same template with Helm expressions in place of the
+  values; committed as ``charts/paymesh/files/envoy.yaml`` for the chart to
+  ``tpl``.
+
+CLI::
+
+    python -m devstack.envoy_config --profile local --out .run/envoy.yaml
+    python -m devstack.envoy_config --helm > charts/paymesh/files/envoy.yaml
+
+Templating is ``string.Template`` (no dependency): every ``${name}`` is a YAML
+scalar or a block of YAML lines; values are formatted here, not in the template.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+from devstack.ports import HOST, LOCAL, SERVICES, Ports, test_ports
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = REPO_ROOT / "envoy"
+DESCRIPTOR_PATH = REPO_ROOT / "gen" / "paymesh.pb"
+HELM_OUTPUT_PATH = REPO_ROOT / "charts" / "paymesh" / "files" / "envoy.yaml"
+HELM_DESCRIPTOR_PATH = "/etc/envoy/descriptor/paymesh.pb"
+
+PROFILES = ("local", "test")
+AUDIENCE = "paymesh"
+
+# Cluster name -> the gRPC service the edge exposes (and transcodes) on it.
+EDGE_SERVICES: Mapping[str, str] = {
+    "auth": "paymesh.auth.v1.AuthService",
+    "wallet": "paymesh.wallet.v1.WalletService",
+    "payment": "paymesh.payment.v1.PaymentService",
+    "notify": "paymesh.notify.v1.NotifyService",
+}
+
+# Methods callable without a token (as JSON or native gRPC): sign-up, login,
+# refresh, the key set Envoy itself fetches, and processor webhooks (signed by
+# the processor, verified by payment_svc).
+PUBLIC_METHODS = (
+    "/paymesh.auth.v1.AuthService/Register",
+    "/paymesh.auth.v1.AuthService/Login",
+    "/paymesh.auth.v1.AuthService/Refresh",
+    "/paymesh.auth.v1.AuthService/GetJwks",
+    "/paymesh.payment.v1.PaymentService/HandleProcessorWebhook",
+)
+
+# Header that selects the test profile's tiny rate-limit bucket (see
+# TEST_PROBE_LIMIT); the route does not exist in the other profiles.
+RATELIMIT_PROBE_HEADER = "x-paymesh-ratelimit-probe"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: ``per_second`` refill, up to ``burst`` tokens."""
+
+    per_second: int
+    burst: int
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    auth: RateLimit
+    payment: RateLimit
+    default: RateLimit
+
+    def for_cluster(self, cluster: str) -> RateLimit:
+        return {"auth": self.auth, "payment": self.payment}.get(cluster, self.default)
+
+
+PRODUCTION_LIMITS = RateLimits(
+    auth=RateLimit(per_second=20, burst=40),
+    payment=RateLimit(per_second=200, burst=400),
+    default=RateLimit(per_second=500, burst=1000),
+)
+# The test stack runs whole suites through the edge: generous buckets so that
+# no unrelated test is throttled; 429 is tested on the probe route instead.
+TEST_LIMITS = RateLimits(
+    auth=RateLimit(per_second=200, burst=400),
+    payment=RateLimit(per_second=500, burst=1000),
+    default=RateLimit(per_second=1000, burst=2000),
+)
+TEST_PROBE_LIMIT = RateLimit(per_second=5, burst=10)
+
+LOCAL_CORS_ORIGIN_REGEX = r"^http://(localhost|127\.0\.0\.1)(:[0-9]+)?$"
+
+
+@dataclass(frozen=True)
+class LocalReply:
+    """How Envoy's own error for one HTTP status is rendered (google.rpc.Status)."""
+
+    http_status: int
+    grpc_code: int
+    reason: str
+
+
+# Same JSON shape as a transcoded service error: {"code": <gRPC code>,
+# "message", "details": [ErrorInfo]}, with reasons from paymesh.common.v1.
+LOCAL_REPLIES = (
+    LocalReply(400, 3, "VALIDATION_FAILED"),  # e.g. malformed JSON body
+    LocalReply(401, 16, "UNAUTHENTICATED"),  # missing/invalid JWT
+    LocalReply(403, 7, "PERMISSION_DENIED"),  # JWT for another audience
+    LocalReply(404, 5, "RESOURCE_NOT_FOUND"),  # no such route / internal method
+    LocalReply(429, 8, "RATE_LIMITED"),  # local_ratelimit
+    LocalReply(503, 14, "DEPENDENCY_UNAVAILABLE"),  # upstream down
+    LocalReply(504, 4, "DEPENDENCY_UNAVAILABLE"),  # upstream timeout
+)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    host: str
+    port: str
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """Every value the template needs, already formatted as YAML scalars."""
+
+    admin_address: str
+    admin_port: str
+    listener_address: str
+    listener_port: str
+    upstreams: Mapping[str, Upstream]
+    cluster_type: str
+    descriptor_path: str
+    jwt_issuer: str
+    cors_origin_regex: str
+    max_downstream_connections: str
+    limits: RateLimits
+    ratelimit_probe: RateLimit | None = None
+
+
+def _yaml_str(value: str) -> str:
+    # A JSON string is a valid YAML double-quoted scalar.
+    return json.dumps(value)
+
+
+def _load_template(name: str) -> Template:
+    return Template((TEMPLATE_DIR / name).read_text(encoding="utf-8"))
+
+
+def settings_for(profile: str, ports: Ports) -> EdgeSettings:
+    """Values for the local or test stack: everything on 127.0.0.1."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    is_test = profile == "test"
+    return EdgeSettings(
+        admin_address=HOST,
+        admin_port=str(ports.envoy_admin),
+        listener_address=HOST,
+        listener_port=str(ports.envoy),
+        upstreams={name: Upstream(HOST, str(ports.grpc(name))) for name in SERVICES},
+        cluster_type="STATIC",
+        descriptor_path=_yaml_str(str(DESCRIPTOR_PATH)),
+        jwt_issuer=_yaml_str(f"paymesh-{profile}"),
+        cors_origin_regex=_yaml_str(LOCAL_CORS_ORIGIN_REGEX),
+        max_downstream_connections="10000",
+        limits=TEST_LIMITS if is_test else PRODUCTION_LIMITS,
+        ratelimit_probe=TEST_PROBE_LIMIT if is_test else None,
+    )
+
+
+def helm_settings() -> EdgeSettings:
+    """Values as Helm expressions, resolved by the chart's ``tpl``."""
+    return EdgeSettings(
+        # The admin interface can stop Envoy: never outside the pod.
+        admin_address=HOST,
+        admin_port="{{ .Values.envoy.adminPort }}",
+        listener_address="0.0.0.0",
+        listener_port="{{ .Values.envoy.port }}",
+        upstreams={
+            name: Upstream(
+                f"{{{{ .Values.envoy.upstreams.{name}.host }}}}",
+                f"{{{{ .Values.envoy.upstreams.{name}.port }}}}",
+            )
+            for name in SERVICES
+        },
+        cluster_type="STRICT_DNS",
+        descriptor_path=_yaml_str(HELM_DESCRIPTOR_PATH),
+        jwt_issuer="{{ .Values.auth.jwtIssuer | quote }}",
+        cors_origin_regex="{{ .Values.envoy.cors.allowedOriginRegex | quote }}",
+        max_downstream_connections="10000",
+        limits=PRODUCTION_LIMITS,
+    )
+
+
+def internal_grpc_paths(descriptor_path: Path = DESCRIPTOR_PATH) -> list[str]:
+    """gRPC paths of the edge services' methods that have no HTTP binding."""
+    descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    edge_services = set(EDGE_SERVICES.values())
+    paths = []
+    for file in descriptor_set.file:
+        for service in file.service:
+            full_name = f"{file.package}.{service.name}"
+            if full_name not in edge_services:
+                continue
+            for method in service.method:
+                if not method.options.HasExtension(annotations_pb2.http):
+                    paths.append(f"/{full_name}/{method.name}")
+    return paths
+
+
+def _blocked_routes(grpc_paths: Iterable[str]) -> Iterator[str]:
+    for path in grpc_paths:
+        yield f"              - match: {{path: {_yaml_str(path)}}}"
+        yield '                direct_response: {status: 404, body: {inline_string: "no such route"}}'
+
+
+def _public_rules() -> str:
+    return "\n".join(f"              - match: {{path: {_yaml_str(path)}}}" for path in PUBLIC_METHODS)
+
+
+def _service_route(name: str, cluster: str, match: str, limit: RateLimit) -> str:
+    return _load_template("route.yaml.tmpl").substitute(
+        name=name,
+        cluster=cluster,
+        match=match,
+        burst=limit.burst,
+        per_second=limit.per_second,
+    )
+
+
+def _service_routes(settings: EdgeSettings) -> str:
+    routes = []
+    if settings.ratelimit_probe is not None:
+        # Test profile only: a tiny bucket that a test selects with a header,
+        # so it can provoke 429 without throttling anything else.
+        probe_match = (
+            f'{{prefix: "/{EDGE_SERVICES["auth"]}/", '
+            f"headers: [{{name: {RATELIMIT_PROBE_HEADER}, present_match: true}}]}}"
+        )
+        routes.append(_service_route("ratelimit_probe", "auth", probe_match, settings.ratelimit_probe))
+    for cluster, service in EDGE_SERVICES.items():
+        match = f'{{prefix: "/{service}/"}}'
+        routes.append(_service_route(cluster, cluster, match, settings.limits.for_cluster(cluster)))
+    return "".join(routes).rstrip("\n")
+
+
+def _service_clusters(settings: EdgeSettings) -> str:
+    template = _load_template("cluster.yaml.tmpl")
+    clusters = (
+        template.substitute(
+            service=name,
+            cluster_type=settings.cluster_type,
+            host=upstream.host,
+            port=upstream.port,
+        )
+        for name, upstream in settings.upstreams.items()
+    )
+    return "".join(clusters).rstrip("\n")
+
+
+def _local_reply_mappers() -> str:
+    lines: list[str] = [
+        # Native gRPC clients get the status in grpc-status and just the text
+        # in grpc-message, not a JSON document. A transcoded JSON request
+        # also has a gRPC content-type by now, but carries the original path.
+        "            - filter:",
+        "                and_filter:",
+        "                  filters:",
+        "                  - header_filter:",
+        "                      header: {name: content-type, string_match: {prefix: application/grpc}}",
+        "                  - header_filter:",
+        "                      header: {name: x-envoy-original-path, present_match: false}",
+        "              body_format_override:",
+        '                text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}',
+    ]
+    for reply in LOCAL_REPLIES:
+        lines += [
+            "            - filter:",
+            "                status_code_filter:",
+            "                  comparison:",
+            "                    op: EQ",
+            f"                    value: {{default_value: {reply.http_status}, "
+            f"runtime_key: edge.local_reply.status_{reply.http_status}}}",
+            "              body_format_override:",
+            "                json_format:",
+            f"                  code: {reply.grpc_code}",
+            '                  message: "%LOCAL_REPLY_BODY%"',
+            "                  details:",
+            '                  - "@type": type.googleapis.com/google.rpc.ErrorInfo',
+            f"                    reason: {reply.reason}",
+            "                    domain: paymesh",
+        ]
+    return "\n".join(lines)
+
+
+def render_settings(settings: EdgeSettings) -> str:
+    """The complete Envoy bootstrap YAML for ``settings``."""
+    return _load_template("envoy.yaml.tmpl").substitute(
+        admin_address=settings.admin_address,
+        admin_port=settings.admin_port,
+        listener_address=settings.listener_address,
+        listener_port=settings.listener_port,
+        descriptor_path=settings.descriptor_path,
+        jwt_issuer=settings.jwt_issuer,
+        cors_origin_regex=settings.cors_origin_regex,
+        max_downstream_connections=settings.max_downstream_connections,
+        local_reply_mappers=_local_reply_mappers(),
+        public_rules=_public_rules(),
+        internal_method_routes="\n".join(_blocked_routes(internal_grpc_paths())),
+        service_routes=_service_routes(settings),
+        service_clusters=_service_clusters(settings),
+    )
+
+
+def render(profile: str, ports: Ports) -> str:
+    """Envoy config for the ``local`` or ``test`` stack listening on ``ports``."""
+    return render_settings(settings_for(profile, ports))
+
+
+def render_helm() -> str:
+    """Envoy config for the Helm chart (charts/paymesh/files/envoy.yaml)."""
+    header = (
+        "# GENERATED by `python -m devstack.envoy_config --helm` from envoy/*.tmpl;\n"
+        "# do not edit. The chart renders it with `tpl`.\n"
+    )
+    return header + render_settings(helm_settings())
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m devstack.envoy_config", description=__doc__.split("\n")[0])
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--profile", choices=PROFILES, help="render for the local or test stack")
+    target.add_argument("--helm", action="store_true", help="render with Helm expressions for the chart")
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=None,
+        help="test profile: port base (default: PAYMESH_TEST_PORT_BASE or 30000)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.helm:
+        text = render_helm()
+    else:
+        ports = LOCAL if args.profile == "local" else test_ports(args.port_base)
+        text = render(args.profile, ports)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

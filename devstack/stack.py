@@ -1,0 +1,211 @@
+"""The whole local stack as one object: start, stop, inspect (used by the CLI and pytest).
+
+stack = Stack.for_profile("test")
+stack.up(["infra"])            # postgres, redis, kafka
+stack.database_url("wallet")   # postgresql+asyncpg://paymesh:...@127.0.0.1:.../paymesh_wallet
+stack.down()
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack import ports as port_plan
+from devstack.components import REPO_ROOT, Component, Context
+from devstack.credentials import Secrets, load_or_create
+from devstack.edge import Envoy
+from devstack.kafka_broker import Kafka
+from devstack.ports import HOST, SERVICES, Ports
+from devstack.postgres import Postgres
+from devstack.procs import StackError
+from devstack.redis_server import Redis
+from devstack.services import REDIS_DB, Service, database_url, redis_url, service_env
+
+log = logging.getLogger("devstack")
+
+PROFILES = ("local", "test")
+INFRA = ("postgres", "redis", "kafka")
+# Components of one stage start together; a stage starts once the previous
+# one is healthy (services need infra; payment and notify call auth/wallet).
+STAGES: tuple[tuple[str, ...], ...] = (
+    INFRA,
+    ("auth", "wallet"),
+    ("payment", "notify"),
+    ("envoy",),
+)
+ALL = tuple(name for stage in STAGES for name in stage)
+GROUPS: dict[str, tuple[str, ...]] = {
+    "all": ALL,
+    "infra": INFRA,
+    "services": SERVICES,
+    "edge": ("envoy",),
+}
+
+
+def default_run_dir(profile: str, ports: Ports) -> Path:
+    if profile == "local":
+        return REPO_ROOT / ".run" / "local"
+    return REPO_ROOT / ".run" / f"test-{test_port_base(ports)}"
+
+
+def test_port_base(ports: Ports) -> int:
+    return ports.postgres - port_plan.test_ports(0).postgres
+
+
+def profile_ports(profile: str) -> Ports:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    return port_plan.LOCAL if profile == "local" else port_plan.test_ports()
+
+
+def resolve_names(names: Iterable[str] | None) -> list[str]:
+    """Component names from names, groups ('infra'...) or '<x>_svc' aliases, in start order."""
+    wanted: set[str] = set()
+    for raw in names if names is not None else ["all"]:
+        name = raw.removesuffix("_svc")
+        if name in GROUPS:
+            wanted.update(GROUPS[name])
+        elif name in ALL:
+            wanted.add(name)
+        else:
+            raise StackError(f"unknown component {raw!r}; expected {sorted(GROUPS) + list(ALL)}")
+    return [name for name in ALL if name in wanted]
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    address: str
+    pid: int | None
+    health: str  # healthy | unhealthy | down
+
+
+class Stack:
+    """One stack (a profile's ports and a run dir) and its components."""
+
+    def __init__(self, profile: str, run_dir: Path, ports: Ports) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+        self.profile = profile
+        self.run_dir = Path(run_dir).resolve()
+        self.ports = ports
+        self._secrets: Secrets | None = None
+        self._components: dict[str, Component] = {}
+        # Components are started from worker threads; build each one once.
+        self._lock = threading.RLock()
+
+    @classmethod
+    def for_profile(cls, profile: str, run_dir: Path | None = None) -> Stack:
+        ports = profile_ports(profile)
+        return cls(profile, run_dir or default_run_dir(profile, ports), ports)
+
+    # --- configuration for clients (tests, services) ---------------------------
+    @property
+    def secrets(self) -> Secrets:
+        with self._lock:
+            if self._secrets is None:
+                self._secrets = load_or_create(self.run_dir)
+            return self._secrets
+
+    def env(self, service: str) -> dict[str, str]:
+        """The variables `service` runs with (merge over os.environ to use them)."""
+        return service_env(service.removesuffix("_svc"), self.ports, self.secrets, self.run_dir)
+
+    def database_url(self, service: str, driver: str = "asyncpg") -> str:
+        """SQLAlchemy URL of a service's database; driver='' for a plain asyncpg DSN."""
+        return database_url(service.removesuffix("_svc"), self.ports, self.secrets, driver)
+
+    def redis_url(self, db: int | str = 0) -> str:
+        """Redis URL for a db index, or for a service name (its own db)."""
+        index = REDIS_DB[db.removesuffix("_svc")] if isinstance(db, str) else db
+        return redis_url(index, self.ports, self.secrets)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{HOST}:{self.ports.kafka}"
+
+    def component(self, name: str) -> Component:
+        name = name.removesuffix("_svc")
+        with self._lock:
+            if name not in self._components:
+                self._components[name] = self._build(name)
+            return self._components[name]
+
+    def _build(self, name: str) -> Component:
+        ctx = Context(self.profile, self.run_dir, self.ports, self.secrets)
+        builders: dict[str, Callable[[], Component]] = {
+            "postgres": lambda: Postgres(ctx),
+            "redis": lambda: Redis(ctx),
+            "kafka": lambda: Kafka(ctx),
+            "envoy": lambda: Envoy(ctx),
+        }
+        if name in SERVICES:
+            return Service(ctx, name)
+        if name not in builders:
+            raise StackError(f"unknown component {name!r}; expected one of {ALL}")
+        return builders[name]()
+
+    # --- lifecycle ----------------------------------------------------------------
+    def up(self, components: Iterable[str] | None = None) -> None:
+        """Start the named components/groups (default: all), stage by stage."""
+        wanted = resolve_names(components)
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        for stage in STAGES:
+            self._in_parallel([name for name in stage if name in wanted], self.start_component)
+
+    def down(self) -> None:
+        """Stop every component that runs from this run dir, last stage first."""
+        for stage in reversed(STAGES):
+            self._in_parallel(list(stage), self.stop_component)
+
+    def start_component(self, name: str) -> None:
+        component = self.component(name)
+        started = component.start()
+        log.info(
+            "%s: %s (%s)", component.name, "started" if started else "already running", component.address()
+        )
+
+    def stop_component(self, name: str) -> None:
+        component = self.component(name)
+        if component.is_running():
+            component.stop()
+            log.info("%s: stopped", component.name)
+        else:
+            component.process.pid_path.unlink(missing_ok=True)
+
+    def kill_component(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the component's whole process group (e.g. to simulate a crash)."""
+        self.component(name).kill(sig)
+
+    def status(self, components: Iterable[str] | None = None) -> list[ComponentStatus]:
+        names = resolve_names(components)
+        return [self._status(self.component(name)) for name in names]
+
+    def pids(self) -> dict[str, int]:
+        """Pids of the components that run now."""
+        found = {name: self.component(name).process.pid() for name in ALL}
+        return {name: pid for name, pid in found.items() if pid is not None}
+
+    @staticmethod
+    def _status(component: Component) -> ComponentStatus:
+        return ComponentStatus(
+            component.name, component.address(), component.process.pid(), component.health()
+        )
+
+    @staticmethod
+    def _in_parallel(names: Sequence[str], action: Callable[[str], None]) -> None:
+        if not names:
+            return
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            futures = [pool.submit(action, name) for name in names]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            if len(errors) == 1:
+                raise errors[0]  # type: ignore[misc]
+            raise StackError("\n\n".join(str(error) for error in errors))

@@ -1,0 +1,30 @@
+"""Small helpers shared by the integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def poll_until(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.2) -> T:
+    """Call `fn` until it returns something truthy, and return that.
+
+    An exception raised by `fn` counts as "not yet". At the deadline an
+    AssertionError reports the last value or exception.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = fn()
+            last: object = value
+        except Exception as exc:
+            last = exc
+        else:
+            if value:
+                return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true after {timeout:.1f}s; last result: {last!r}")
+        time.sleep(interval)
