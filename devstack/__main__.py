@@ -17,8 +17,7 @@ from devstack.procs import StackError, tail
 from devstack.stack import ALL, GROUPS, PROFILES, ComponentStatus, Stack, resolve_names
 
 REGISTER_BODY = (
-    '{"email":"alice@example.com","password":"correct-horse-battery",'
-    '"display_name":"Alice","account_type":"CUSTOMER"}'
+    '{"email":"alice@example.com","password":"correct-horse-battery","display_name":"Alice","account_type":"CUSTOMER"}'
 )
 
 
@@ -30,9 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         default="local",
         help="local: documented ports; test: PAYMESH_TEST_PORT_BASE",
     )
-    common.add_argument(
-        "--run-dir", type=Path, default=None, help="state dir (default .run/local or .run/test-<base>)"
-    )
+    common.add_argument("--run-dir", type=Path, default=None, help="state dir (default .run/local or .run/test-<base>)")
     parser = argparse.ArgumentParser(
         prog="python -m devstack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

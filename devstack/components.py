@@ -129,8 +129,7 @@ class Component(ABC):
         busy = [port for port in self.ports() if not port_is_free(port)]
         if busy:
             raise StackError(
-                f"{self.name}: port(s) {busy} on {HOST} are taken by another process "
-                f"(another stack? check `ss -ltnp`)"
+                f"{self.name}: port(s) {busy} on {HOST} are taken by another process (another stack? check `ss -ltnp`)"
             )
         self.prepare()
         self.process.spawn(self.command(), self.process_env(), self.ctx.repo, self.run_as())

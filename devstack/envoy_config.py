@@ -183,7 +183,7 @@ def helm_settings() -> EdgeSettings:
         # The admin interface can stop Envoy: never outside the pod.
         admin_address=HOST,
         admin_port="{{ .Values.envoy.adminPort }}",
-        listener_address="0.0.0.0",
+        listener_address="0.0.0.0",  # noqa: S104 -- in-cluster edge; the NetworkPolicy limits who reaches it
         listener_port="{{ .Values.envoy.port }}",
         upstreams={
             name: Upstream(

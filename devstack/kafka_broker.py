@@ -120,9 +120,7 @@ class Kafka(Component):
     def ports(self) -> list[int]:
         return [self.ctx.ports.kafka, self.ctx.ports.kafka_controller]
 
-    def _java(
-        self, *args: str, heap: tuple[str, str] = ("128m", "256m"), log_level: str = "WARN"
-    ) -> list[str]:
+    def _java(self, *args: str, heap: tuple[str, str] = ("128m", "256m"), log_level: str = "WARN") -> list[str]:
         log4j = self.home / f"log4j-{log_level.lower()}.properties"
         log4j.write_text(_LOG4J.format(level=log_level))
         classpath = f"{kafka_lib_dir(self.ctx.repo)}/*"
@@ -179,9 +177,7 @@ class Kafka(Component):
         )
         log.info("kafka: formatting %s (cluster %s)", self.data_dir, cluster_id)
         run_command(
-            self._java(
-                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties_path)
-            ),
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties_path)),
             log_path=self.log_path,
             what="kafka: storage format",
             timeout=120,
@@ -234,9 +230,7 @@ class Kafka(Component):
         for topic in TOPICS:
             count = existing.get(topic.name)
             if count is not None and count != topic.partitions:
-                log.warning(
-                    "kafka: topic %s has %d partitions, expected %d", topic.name, count, topic.partitions
-                )
+                log.warning("kafka: topic %s has %d partitions, expected %d", topic.name, count, topic.partitions)
 
     def _create_topics(self, topics: list[Topic]) -> None:
         source = self.home / "CreateTopics.java"

@@ -71,3 +71,7 @@ def test_ports(base: int | None = None) -> Ports:
         processor=b + 91,
         metrics_offset=1000,
     )
+
+
+# Not a pytest test, despite its name.
+test_ports.__test__ = False  # type: ignore[attr-defined]

@@ -110,8 +110,7 @@ class Postgres(Component):
         socket_path = self.socket_dir / f".s.PGSQL.{self.ctx.ports.postgres}"
         if len(str(socket_path)) > MAX_SOCKET_PATH:
             raise StackError(
-                f"postgres: socket path {socket_path} is longer than {MAX_SOCKET_PATH} bytes; "
-                "use a shorter --run-dir"
+                f"postgres: socket path {socket_path} is longer than {MAX_SOCKET_PATH} bytes; use a shorter --run-dir"
             )
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 Every long-running component is started in its own session (so its process
 group id equals its pid) and recorded in a pid file together with its start
 time, so a recycled pid is never mistaken for ours. Stopping signals the
-group leader first and falls back to SIGKILL on the whole group, so children
-(postgres backends, JVM helpers) never outlive ``down``.
+leader first and falls back to SIGKILL on its whole tree (process group and
+descendants), so children (postgres backends, JVM helpers) never outlive
+``down``.
 """
 
 from __future__ import annotations
@@ -56,46 +57,73 @@ def tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group id, start time in clock ticks) of a live pid."""
+@dataclass(frozen=True)
+class _ProcInfo:
+    state: str
+    ppid: int
+    pgid: int
+    start_time: int  # clock ticks since boot: tells a recycled pid apart
+
+
+def _proc_stat(pid: int) -> _ProcInfo | None:
+    """What /proc/<pid>/stat says about a process, or None if it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name is in parentheses and may contain spaces.
     fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[2]), int(fields[19])
+    return _ProcInfo(fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
 
 
-def _is_live(pid: int) -> bool:
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] != "Z"  # a zombie is dead, only unreaped
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group."""
-    members: list[int] = []
+def _live_processes() -> dict[int, _ProcInfo]:
+    found: dict[int, _ProcInfo] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        stat = _proc_stat(int(entry.name))
-        if stat is not None and stat[1] == pgid and stat[0] != "Z":
-            members.append(int(entry.name))
-    return members
+        if entry.name.isdigit():
+            info = _proc_stat(int(entry.name))
+            if info is not None and info.state != "Z":  # a zombie is dead, only unreaped
+                found[int(entry.name)] = info
+    return found
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
+def process_tree(pid: int) -> dict[int, int]:
+    """pid -> start time of a leader, its process group and all its descendants.
+
+    The group alone is not enough: postgres backends call setsid() and leave
+    the postmaster's group, so descendants are collected by parent pid too.
+    """
+    live = _live_processes()
+    members = {p for p, info in live.items() if p == pid or info.pgid == pid}
+    grew = True
+    while grew:
+        children = {p for p, info in live.items() if info.ppid in members} - members
+        members |= children
+        grew = bool(children)
+    return {p: live[p].start_time for p in members if p in live}
 
 
-def _wait_group_gone(pgid: int, timeout: float) -> bool:
+def _still_alive(processes: dict[int, int]) -> dict[int, int]:
+    alive: dict[int, int] = {}
+    for pid, start_time in processes.items():
+        info = _proc_stat(pid)
+        if info is not None and info.state != "Z" and info.start_time == start_time:
+            alive[pid] = start_time
+    return alive
+
+
+def _signal_all(processes: dict[int, int], sig: int) -> None:
+    for pid in _still_alive(processes):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _wait_gone(processes: dict[int, int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not group_members(pgid):
-            return True
+    while _still_alive(processes):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
-    return not group_members(pgid)
+    return True
 
 
 class ManagedProcess:
@@ -115,7 +143,7 @@ class ManagedProcess:
             return None
         pid = int(pid_text)
         stat = _proc_stat(pid)
-        if stat is None or stat[2] != int(start_text) or stat[0] == "Z":
+        if stat is None or stat.start_time != int(start_text) or stat.state == "Z":
             self._reap()
             return None
         return pid
@@ -153,31 +181,37 @@ class ManagedProcess:
         assert self._popen is not None
         pid = int(self._popen.pid)
         stat = _proc_stat(pid)
-        start_time = stat[2] if stat else 0
+        start_time = stat.start_time if stat else 0
         self.pid_path.write_text(f"{pid} {start_time}\n")
         return pid
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        """Signal the leader, wait for the whole group, then SIGKILL what is left."""
+        """Signal the leader, wait for its whole tree, then SIGKILL what is left."""
         pid = self.pid()
         if pid is not None:
+            tree = process_tree(pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            if not _wait_group_gone(pid, timeout):
-                _signal_group(pid, signal.SIGKILL)
-                if not _wait_group_gone(pid, 10.0):
-                    raise StackError(f"{self.name}: process group {pid} survived SIGKILL")
+            if not _wait_gone(tree, timeout):
+                tree |= process_tree(pid)  # children it forked meanwhile
+                _signal_all(tree, signal.SIGKILL)
+                if not _wait_gone(tree, 10.0):
+                    raise StackError(f"{self.name}: processes {sorted(_still_alive(tree))} survived SIGKILL")
         self._reap()
         self.pid_path.unlink(missing_ok=True)
 
     def kill(self, sig: int) -> None:
-        """Send `sig` to the whole group, as a crash would; wait if it is fatal."""
+        """Send `sig` to the process and all its descendants, as a crash would.
+
+        For SIGKILL, also wait until they are gone.
+        """
         pid = self.pid()
         if pid is None:
             raise StackError(f"{self.name} is not running")
-        _signal_group(pid, sig)
+        tree = process_tree(pid)
+        _signal_all(tree, sig)
         if sig == signal.SIGKILL:
-            _wait_group_gone(pid, 10.0)
+            _wait_gone(tree, 10.0)
             self._reap()
             self.pid_path.unlink(missing_ok=True)
 

@@ -9,6 +9,7 @@ stack.down()
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -51,10 +52,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
 def default_run_dir(profile: str, ports: Ports) -> Path:
     if profile == "local":
         return REPO_ROOT / ".run" / "local"
-    return REPO_ROOT / ".run" / f"test-{test_port_base(ports)}"
+    return REPO_ROOT / ".run" / f"test-{port_base(ports)}"
 
 
-def test_port_base(ports: Ports) -> int:
+def port_base(ports: Ports) -> int:
+    """The PAYMESH_TEST_PORT_BASE a test profile's ports were derived from."""
     return ports.postgres - port_plan.test_ports(0).postgres
 
 
@@ -167,9 +169,7 @@ class Stack:
     def start_component(self, name: str) -> None:
         component = self.component(name)
         started = component.start()
-        log.info(
-            "%s: %s (%s)", component.name, "started" if started else "already running", component.address()
-        )
+        log.info("%s: %s (%s)", component.name, "started" if started else "already running", component.address())
 
     def stop_component(self, name: str) -> None:
         component = self.component(name)
@@ -178,6 +178,16 @@ class Stack:
             log.info("%s: stopped", component.name)
         else:
             component.process.pid_path.unlink(missing_ok=True)
+
+    def wipe(self) -> None:
+        """Delete the run dir (databases, Kafka logs, secrets) of a stopped stack."""
+        running = self.pids()
+        if running:
+            raise StackError(f"cannot wipe {self.run_dir}: still running: {sorted(running)}")
+        with self._lock:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self._secrets = None
+            self._components.clear()
 
     def kill_component(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to the component's whole process group (e.g. to simulate a crash)."""
@@ -194,9 +204,7 @@ class Stack:
 
     @staticmethod
     def _status(component: Component) -> ComponentStatus:
-        return ComponentStatus(
-            component.name, component.address(), component.process.pid(), component.health()
-        )
+        return ComponentStatus(component.name, component.address(), component.process.pid(), component.health())
 
     @staticmethod
     def _in_parallel(names: Sequence[str], action: Callable[[str], None]) -> None:

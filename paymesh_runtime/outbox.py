@@ -96,9 +96,7 @@ class Outbox:
         self._sequences = sequences
         self._producer_name = producer_name
 
-    async def enqueue(
-        self, conn: AsyncConnection, *, topic: str, event: events_pb2.Event
-    ) -> events_pb2.Event:
+    async def enqueue(self, conn: AsyncConnection, *, topic: str, event: events_pb2.Event) -> events_pb2.Event:
         """Completes the envelope (id, sequence, time, producer) and stores it."""
         seq = (
             insert(self._sequences)

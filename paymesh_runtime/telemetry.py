@@ -26,9 +26,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from paymesh_runtime.settings import ServiceSettings
 
-RPC_TOTAL = Counter(
-    "paymesh_rpc_total", "RPCs handled, by method and gRPC code.", ["service", "method", "code"]
-)
+RPC_TOTAL = Counter("paymesh_rpc_total", "RPCs handled, by method and gRPC code.", ["service", "method", "code"])
 RPC_SECONDS = Histogram(
     "paymesh_rpc_duration_seconds",
     "RPC handling time.",

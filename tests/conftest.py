@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -58,8 +57,8 @@ def _exit_on_sigterm() -> None:
 @pytest.fixture(scope="session")
 def _test_stack() -> Iterator[Stack]:
     stack = Stack.for_profile("test")
-    if not stack.pids() and stack.run_dir.exists():
-        shutil.rmtree(stack.run_dir)  # a fresh stack for a fresh session
+    if not stack.pids():
+        stack.wipe()  # a fresh stack (empty databases and topics) for a fresh session
     teardown = _once(lambda: None if KEEP_STACK else stack.down())
     atexit.register(teardown)  # backstop if the session dies before teardown
     _exit_on_sigterm()

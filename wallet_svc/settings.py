@@ -11,6 +11,4 @@ from paymesh_runtime.settings import ServiceSettings
 class WalletSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore", frozen=True)
 
-    redis_url: SecretStr = Field(
-        SecretStr("redis://127.0.0.1:16379/1"), description="Redis for the balance cache."
-    )
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:16379/1"), description="Redis for the balance cache.")

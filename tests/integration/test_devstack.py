@@ -17,12 +17,12 @@ import asyncpg
 import pytest
 import redis
 
+from devstack import ports as port_plan
 from devstack.kafka_broker import TOPICS
-from devstack.ports import test_ports
 from devstack.postgres import grant_traversal
-from devstack.procs import group_members
+from devstack.procs import process_tree
 from devstack.services import service_env
-from devstack.stack import Stack, default_run_dir, test_port_base
+from devstack.stack import Stack, default_run_dir, port_base
 from tests.helpers import poll_until
 
 pytestmark = pytest.mark.integration
@@ -116,7 +116,7 @@ def test_secrets_are_private_and_never_logged(infra: Stack) -> None:
 
 # --- fast checks without the session stack -----------------------------------------------------
 def test_service_env_has_every_variable_with_the_service_prefix() -> None:
-    ports = test_ports(40000)
+    ports = port_plan.test_ports(40000)
     stack = Stack("test", Path(tempfile.mkdtemp(prefix="paymesh-env-")), ports)
     try:
         env = service_env("wallet", ports, stack.secrets, stack.run_dir)
@@ -147,13 +147,13 @@ def test_grant_traversal_opens_only_the_closed_ancestors() -> None:
 def test_down_leaves_no_process_behind() -> None:
     # Its own small stack (ports base + 500) so the session stack is untouched;
     # postgres has child processes, which must die with it.
-    ports = test_ports(test_port_base(test_ports()) + 500)
+    ports = port_plan.test_ports(port_base(port_plan.test_ports()) + 500)
     stack = Stack("test", default_run_dir("test", ports), ports)
     try:
         stack.up(["postgres", "redis"])
         pids = stack.pids()
         assert set(pids) == {"postgres", "redis"}
-        children = group_members(pids["postgres"])
+        children = list(process_tree(pids["postgres"]))
         assert len(children) > 1, "postgres should have background workers"
         stack.down()
         assert stack.pids() == {}

