@@ -32,7 +32,10 @@ case "${1:-lint}" in
     git archive "$ref" protos buf.yaml | tar -x -C "$base"
     vendor_googleapis "$base/third_party/googleapis"
     "$BUF" build "$base" -o "$base/against.binpb"
-    "$BUF" breaking --against "$base/against.binpb"
+    # Compare image to image: the workspace has two modules (ours and the
+    # vendored googleapis), so both sides are built the same way first.
+    "$BUF" build -o "$base/current.binpb"
+    "$BUF" breaking "$base/current.binpb" --against "$base/against.binpb" --config buf.yaml
     echo "buf breaking: no breaking change against $ref"
     ;;
   *) echo "usage: $0 lint|breaking [ref]" >&2; exit 2 ;;
