@@ -74,7 +74,7 @@ def _routes(config: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _header_matches(matcher: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
     value = headers.get(matcher["name"])
     if "present_match" in matcher:
-        return (value is not None) == matcher["present_match"]
+        return (value is not None) == bool(matcher["present_match"])
     if value is None and matcher.get("treat_missing_header_as_empty"):
         value = ""
     if value is None:
