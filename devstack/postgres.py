@@ -18,7 +18,7 @@ from pathlib import Path
 
 from devstack.components import Component, Context
 from devstack.ports import HOST, SERVICES
-from devstack.procs import RunAs, StackError, run_command
+from devstack.procs import RunAs, StackError, is_running, run_command
 
 log = logging.getLogger("devstack")
 
@@ -120,6 +120,20 @@ class Postgres(Component):
         os.chmod(self.data_dir, 0o700)  # postgres refuses a group/world-readable data dir
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
+        self._remove_stale_lock()
+
+    def _remove_stale_lock(self) -> None:
+        # After a SIGKILL the dead postmaster can stay a zombie until its parent
+        # (often PID 1) reaps it; postgres sees the pid "exist" and refuses to
+        # start. The pid is known dead, so its lock file is safe to remove.
+        lock = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().splitlines()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return
+        if not is_running(pid):
+            log.info("postgres: removing the stale lock of dead postmaster %d", pid)
+            lock.unlink(missing_ok=True)
 
     def _hand_over_to(self, run_as: RunAs) -> None:
         for directory in grant_traversal(self.ctx.run_dir, run_as.uid, run_as.gid):

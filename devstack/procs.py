@@ -76,12 +76,40 @@ def _proc_stat(pid: int) -> _ProcInfo | None:
     return _ProcInfo(fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
 
 
+def _has_live_thread(pid: int) -> bool:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    for task in tasks:
+        try:
+            state = task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
+
+
+def _running(pid: int, info: _ProcInfo) -> bool:
+    """Not dead. A zombie is dead, only unreaped; but a zombie thread-group
+    leader whose other threads are still exiting keeps its files (and its
+    listening sockets) open, so it still counts as running."""
+    return info.state != "Z" or _has_live_thread(pid)
+
+
+def is_running(pid: int) -> bool:
+    """True if `pid` exists and is not a (fully exited) zombie."""
+    info = _proc_stat(pid)
+    return info is not None and _running(pid, info)
+
+
 def _live_processes() -> dict[int, _ProcInfo]:
     found: dict[int, _ProcInfo] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             info = _proc_stat(int(entry.name))
-            if info is not None and info.state != "Z":  # a zombie is dead, only unreaped
+            if info is not None and _running(int(entry.name), info):
                 found[int(entry.name)] = info
     return found
 
@@ -106,7 +134,7 @@ def _still_alive(processes: dict[int, int]) -> dict[int, int]:
     alive: dict[int, int] = {}
     for pid, start_time in processes.items():
         info = _proc_stat(pid)
-        if info is not None and info.state != "Z" and info.start_time == start_time:
+        if info is not None and info.start_time == start_time and _running(pid, info):
             alive[pid] = start_time
     return alive
 
@@ -143,7 +171,7 @@ class ManagedProcess:
             return None
         pid = int(pid_text)
         stat = _proc_stat(pid)
-        if stat is None or stat.start_time != int(start_text) or stat.state == "Z":
+        if stat is None or stat.start_time != int(start_text) or not _running(pid, stat):
             self._reap()
             return None
         return pid
