@@ -10,6 +10,8 @@ import os
 import shutil
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from devstack.components import Component
 from devstack.ports import HOST
@@ -63,6 +65,7 @@ class Redis(Component):
             password=self.ctx.secrets.redis_password,
             socket_timeout=2,
             socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),  # one answer now, not retries with backoff
         )
         try:
             return bool(client.ping())

@@ -16,6 +16,8 @@ from typing import Any
 import asyncpg
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from devstack import ports as port_plan
 from devstack.kafka_broker import TOPICS
@@ -63,9 +65,15 @@ async def test_postgres_refuses_a_wrong_password(infra: Stack) -> None:
 
 # --- Redis ----------------------------------------------------------------------------------
 def test_redis_requires_its_password(infra: Stack) -> None:
-    port = infra.ports.redis
-    anonymous = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
-    wrong = redis.Redis(host="127.0.0.1", port=port, password="wrong", socket_timeout=5)
+    # No retries: redis-py retries AuthenticationError (a ConnectionError) with backoff.
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": infra.ports.redis,
+        "socket_timeout": 5,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    anonymous = redis.Redis(**options)
+    wrong = redis.Redis(password="wrong", **options)
     with pytest.raises(redis.AuthenticationError):
         anonymous.set("devstack:probe", "1")
     with pytest.raises(redis.AuthenticationError):
