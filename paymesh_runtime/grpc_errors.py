@@ -8,7 +8,6 @@ the traceback goes to the log under the trace id, never to the client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -17,6 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from paymesh_runtime.errors import DOMAIN, Code, PaymeshError, Unavailable
+from paymesh_runtime.interceptors import UnaryCall, UnaryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -50,43 +50,26 @@ async def abort_with(context: Any, status: status_pb2.Status) -> None:
     await context.abort_with_status(rpc_status.to_status(status))
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
-    """Wraps every unary handler so that exceptions become documented statuses."""
+class ErrorMappingInterceptor(UnaryInterceptor):
+    """Turns every exception of a unary handler into a documented status."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-        method = handler_call_details.method
-
-        async def mapped(request: Any, context: Any) -> Any:
-            try:
-                return await inner(request, context)
-            except PaymeshError as error:
-                await abort_with(context, status_for(error))
-            except grpc.aio.AbortError:
-                raise
-            except NotImplementedError:
-                # The generated servicer base for a method not built yet.
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
-            except grpc.aio.AioRpcError as error:
-                # A downstream service failed in a way this one did not expect.
-                log.warning("downstream call failed in %s: %s", method, error.code())
-                await abort_with(context, status_for(_downstream(error)))
-            except Exception:
-                log.exception("unhandled error in %s", method)
-                await abort_with(context, internal_status())
-
-        return grpc.unary_unary_rpc_method_handler(
-            mapped,  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    async def around(self, call: UnaryCall, request: Any, context: Any, method: str) -> Any:
+        try:
+            return await call(request, context)
+        except PaymeshError as error:
+            await abort_with(context, status_for(error))
+        except grpc.aio.AbortError:
+            raise
+        except NotImplementedError:
+            # The generated servicer base for a method not built yet.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
+        except grpc.aio.AioRpcError as error:
+            # A downstream service failed in a way this one did not expect.
+            log.warning("downstream call failed in %s: %s", method, error.code())
+            await abort_with(context, status_for(_downstream(error)))
+        except Exception:
+            log.exception("unhandled error in %s", method)
+            await abort_with(context, internal_status())
 
 
 def _downstream(error: grpc.aio.AioRpcError) -> PaymeshError:

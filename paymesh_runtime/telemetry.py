@@ -13,7 +13,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -24,6 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import Counter, Histogram, start_http_server
 
+from paymesh_runtime.interceptors import UnaryCall, UnaryInterceptor
 from paymesh_runtime.settings import ServiceSettings
 
 RPC_TOTAL = Counter("paymesh_rpc_total", "RPCs handled, by method and gRPC code.", ["service", "method", "code"])
@@ -92,32 +92,16 @@ def tracing_interceptor() -> Any:
     return aio_server_interceptor()  # type: ignore[no-untyped-call]
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
+class MetricsInterceptor(UnaryInterceptor):
     """Counts every unary RPC by final code and observes its duration."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
-
-        async def measured(request: Any, context: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await inner(request, context)
-            finally:
-                code = context.code() or grpc.StatusCode.OK
-                name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-                RPC_TOTAL.labels(service, method, name).inc()
-                RPC_SECONDS.labels(service, method).observe(time.perf_counter() - start)
-
-        return grpc.unary_unary_rpc_method_handler(
-            measured,  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    async def around(self, call: UnaryCall, request: Any, context: Any, method: str) -> Any:
+        service, _, name = method.lstrip("/").rpartition("/")
+        start = time.perf_counter()
+        try:
+            return await call(request, context)
+        finally:
+            code = context.code() or grpc.StatusCode.OK
+            code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            RPC_TOTAL.labels(service, name, code_name).inc()
+            RPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
