@@ -14,9 +14,10 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -37,6 +38,27 @@ class Servicer:
     full_name: str  # e.g. "paymesh.wallet.v1.WalletService"
     instance: Any
     add_to_server: Callable[[Any, grpc.aio.Server], None]
+
+
+class _MethodAwarePool:
+    """The default descriptor pool, plus lookup of the file that holds a method.
+
+    upb's `FindFileContainingSymbol` does not resolve `pkg.Service.Method`, which
+    `grpcurl describe pkg.Service.Method` asks reflection for; fall back to the
+    method's service.
+    """
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            return self._pool.FindMethodByName(symbol).containing_service.file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
 
 
 @dataclass
@@ -69,6 +91,7 @@ def create_server(
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
+        pool=cast(descriptor_pool.DescriptorPool, _MethodAwarePool(descriptor_pool.Default())),
     )
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     if port == 0:
