@@ -116,7 +116,7 @@ def test_a_default_deny_network_policy_covers_every_pod_of_the_release(case: kv.
             assert selector <= doc["spec"]["template"]["metadata"]["labels"].items(), doc["metadata"]["name"]
 
 
-def test_payment_may_call_wallet_and_auth_and_they_accept_it() -> None:
+def test_payment_may_call_wallet_and_wallet_accepts_it() -> None:
     policies = {p["metadata"]["name"]: p["spec"] for p in _of_kind(_docs(_case("default")), "NetworkPolicy")}
     egress_to = {
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
@@ -124,15 +124,17 @@ def test_payment_may_call_wallet_and_auth_and_they_accept_it() -> None:
         for peer in rule.get("to", [])
         if "podSelector" in peer
     }
-    assert egress_to == {"wallet", "auth"}
-    for callee in ("wallet", "auth"):
-        callers = {
+    assert egress_to == {"wallet"}
+    callers_of = {
+        callee: {
             peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
             for rule in policies[f"paymesh-{callee}"]["ingress"]
             for peer in rule["from"]
             if "podSelector" in peer
         }
-        assert callers == {"envoy", "payment"}
+        for callee in ("wallet", "auth")
+    }
+    assert callers_of == {"wallet": {"envoy", "payment"}, "auth": {"envoy"}}
 
 
 def test_no_secret_is_rendered_unless_the_chart_is_asked_to_create_it() -> None:
