@@ -5,7 +5,7 @@ PY ?= python3
 PROFILE ?= local
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help deps gen gen-check lint buf-lint buf-breaking up down status logs test test-unit test-fast k8s-validate clean
+.PHONY: help deps gen gen-check lint buf-lint buf-breaking up down status logs test test-unit test-fast k8s-validate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,11 @@ test-unit: deps ## fast tests without I/O
 
 test: deps gen-check lint buf-breaking ## the whole suite: checks, unit, integration and end-to-end tests on real components
 	@$(PY) -m pytest -q -p no:cacheprovider --durations=15
+
+bench: ## bounded load on loopback against the local mesh (ghz); see docs/performance.md
+	@PAYMESH_BENCH_TOOLS=1 bash devstack/bootstrap.sh
+	@$(PY) -m devstack up --profile local
+	@$(PY) -m devstack.bench $(BENCH_ARGS)
 
 clean: down ## remove run state (keeps installed tools)
 	@rm -rf .run
