@@ -43,7 +43,7 @@ if [ ! -x node_modules/.bin/buf ]; then
   npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null
 fi
 
-# --- Go module proxy: grpcurl, kubeconform, helm, ghz -------------------------
+# --- Go module proxy: grpcurl, stripe-mock, kubeconform, helm, ghz -----------
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 export GOPATH="${GOPATH:-$HOME/go}" GOCACHE="${GOCACHE:-$HOME/.cache/go-build}"
 go_tool() {  # name module@version [ldflags]
@@ -55,6 +55,8 @@ go_tool() {  # name module@version [ldflags]
   echo "$mod" > "$stamp"
 }
 go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+# Stripe's own mock of its API, for the Stripe adapter's tests.
+go_tool stripe-mock github.com/stripe/stripe-mock@v0.203.0
 go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0
 go_tool helm helm.sh/helm/v3/cmd/helm@v3.21.4 \
   "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=31"

@@ -24,12 +24,18 @@ def _fernet_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
+def _webhook_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 @dataclass(frozen=True, repr=False)
 class Secrets:
     postgres_password: str
     redis_password: str
     service_token_secret: str
     key_encryption_key: str
+    processor_webhook_secret: str
+    notify_secret_encryption_key: str
 
     def __repr__(self) -> str:
         return "Secrets(<hidden; see secrets.env>)"
@@ -40,6 +46,8 @@ _GENERATORS = {
     "redis_password": _password,
     "service_token_secret": lambda: secrets.token_urlsafe(48),
     "key_encryption_key": _fernet_key,
+    "processor_webhook_secret": _webhook_secret,
+    "notify_secret_encryption_key": _fernet_key,
 }
 
 

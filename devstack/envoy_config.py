@@ -100,6 +100,34 @@ TEST_PROBE_LIMIT = RateLimit(per_second=5, burst=10)
 
 LOCAL_CORS_ORIGIN_REGEX = r"^http://(localhost|127\.0\.0\.1)(:[0-9]+)?$"
 
+# How long Envoy keeps auth_svc's key set. Envoy does not refetch it for an
+# unknown kid, so auth_svc publishes a rotated-in key longer than this before
+# signing with it (key_publish_lead_seconds), and a key removed from the set
+# stops verifying tokens within this time. The test profile keeps it short so
+# the rotation tests run in seconds.
+JWKS_CACHE_SECONDS: Mapping[str, int] = {"local": 300, "test": 3, "helm": 300}
+# Margin on top of the cache before a new key signs (a fetch in flight, retries).
+KEY_PUBLISH_MARGIN_SECONDS: Mapping[str, int] = {"local": 60, "test": 2, "helm": 60}
+# The longest access token the edge accepts (exp - iat); auth_svc's
+# AUTH_ACCESS_TOKEN_TTL_SECONDS (default 900) must not exceed it.
+JWT_MAX_LIFETIME_SECONDS = 3600
+# Tolerated clock difference for exp/nbf: expired tokens are refused promptly.
+JWT_CLOCK_SKEW_SECONDS = 5
+# Dynamic-metadata key (namespace envoy.filters.http.jwt_authn) of jwt_authn's
+# failure status, read by the local reply mappers.
+JWT_FAILURE_METADATA_KEY = "jwt_failure"
+JWT_AUDIENCE_FAILURE = "Audiences in Jwt are not allowed"
+
+
+def jwt_issuer(profile: str) -> str:
+    """The `iss` of the local and test stacks' tokens (auth_svc issues, Envoy checks)."""
+    return f"paymesh-{profile}"
+
+
+def key_publish_lead_seconds(profile: str) -> int:
+    """How long auth_svc must publish a new key before signing with it behind this edge."""
+    return JWKS_CACHE_SECONDS[profile] + KEY_PUBLISH_MARGIN_SECONDS[profile]
+
 
 @dataclass(frozen=True)
 class LocalReply:
@@ -115,7 +143,7 @@ class LocalReply:
 LOCAL_REPLIES = (
     LocalReply(400, 3, "VALIDATION_FAILED"),  # e.g. malformed JSON body
     LocalReply(401, 16, "UNAUTHENTICATED"),  # missing/invalid JWT
-    LocalReply(403, 7, "PERMISSION_DENIED"),  # JWT for another audience
+    LocalReply(403, 7, "PERMISSION_DENIED"),  # e.g. a CORS origin not allowed
     LocalReply(404, 5, "RESOURCE_NOT_FOUND"),  # no such route / internal method
     LocalReply(429, 8, "RATE_LIMITED"),  # local_ratelimit
     LocalReply(503, 14, "DEPENDENCY_UNAVAILABLE"),  # upstream down
@@ -144,6 +172,7 @@ class EdgeSettings:
     cors_origin_regex: str
     max_downstream_connections: str
     limits: RateLimits
+    jwks_cache_seconds: int
     ratelimit_probe: RateLimit | None = None
 
 
@@ -169,10 +198,11 @@ def settings_for(profile: str, ports: Ports) -> EdgeSettings:
         upstreams={name: Upstream(HOST, str(ports.grpc(name))) for name in SERVICES},
         cluster_type="STATIC",
         descriptor_path=_yaml_str(str(DESCRIPTOR_PATH)),
-        jwt_issuer=_yaml_str(f"paymesh-{profile}"),
+        jwt_issuer=_yaml_str(jwt_issuer(profile)),
         cors_origin_regex=_yaml_str(LOCAL_CORS_ORIGIN_REGEX),
         max_downstream_connections="10000",
         limits=TEST_LIMITS if is_test else PRODUCTION_LIMITS,
+        jwks_cache_seconds=JWKS_CACHE_SECONDS[profile],
         ratelimit_probe=TEST_PROBE_LIMIT if is_test else None,
     )
 
@@ -198,6 +228,7 @@ def helm_settings() -> EdgeSettings:
         cors_origin_regex="{{ .Values.envoy.cors.allowedOriginRegex | quote }}",
         max_downstream_connections="10000",
         limits=PRODUCTION_LIMITS,
+        jwks_cache_seconds=JWKS_CACHE_SECONDS["helm"],
     )
 
 
@@ -267,20 +298,67 @@ def _service_clusters(settings: EdgeSettings) -> str:
     return "".join(clusters).rstrip("\n")
 
 
+_NATIVE_GRPC_FILTERS = [
+    # A transcoded JSON request also has a gRPC content-type by now, but
+    # carries the original path.
+    "                  - header_filter:",
+    "                      header: {name: content-type, string_match: {prefix: application/grpc}}",
+    "                  - header_filter:",
+    "                      header: {name: x-envoy-original-path, present_match: false}",
+]
+_AUDIENCE_FAILURE_FILTER = [
+    "                  - metadata_filter:",
+    "                      matcher:",
+    "                        filter: envoy.filters.http.jwt_authn",
+    f"                        path: [{{key: {JWT_FAILURE_METADATA_KEY}}}, {{key: message}}]",
+    f"                        value: {{string_match: {{exact: {_yaml_str(JWT_AUDIENCE_FAILURE)}}}}}",
+    # The default (true) would match every request without a JWT failure.
+    "                      match_if_key_not_found: false",
+]
+_TEXT_BODY = '                text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}'
+
+
+def _json_status_body(grpc_code: int, reason: str) -> list[str]:
+    return [
+        "                json_format:",
+        f"                  code: {grpc_code}",
+        '                  message: "%LOCAL_REPLY_BODY%"',
+        "                  details:",
+        '                  - "@type": type.googleapis.com/google.rpc.ErrorInfo',
+        f"                    reason: {reason}",
+        "                    domain: paymesh",
+    ]
+
+
 def _local_reply_mappers() -> str:
     lines: list[str] = [
-        # Native gRPC clients get the status in grpc-status and just the text
-        # in grpc-message, not a JSON document. A transcoded JSON request
-        # also has a gRPC content-type by now, but carries the original path.
+        # A token for another audience is not valid here: 401 like any other
+        # bad token (jwt_authn says 403), for gRPC (UNAUTHENTICATED) and JSON.
         "            - filter:",
         "                and_filter:",
         "                  filters:",
-        "                  - header_filter:",
-        "                      header: {name: content-type, string_match: {prefix: application/grpc}}",
-        "                  - header_filter:",
-        "                      header: {name: x-envoy-original-path, present_match: false}",
+        *_NATIVE_GRPC_FILTERS,
+        *_AUDIENCE_FAILURE_FILTER,
+        "              status_code: 401",
         "              body_format_override:",
-        '                text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}',
+        _TEXT_BODY,
+        "            - filter:",
+        "                and_filter:",
+        "                  filters:",
+        "                  - status_code_filter:",
+        "                      comparison: {op: EQ, value: {default_value: 403, runtime_key: edge.local_reply.aud}}",
+        *_AUDIENCE_FAILURE_FILTER,
+        "              status_code: 401",
+        "              body_format_override:",
+        *_json_status_body(16, "UNAUTHENTICATED"),
+        # Native gRPC clients get the status in grpc-status and just the text
+        # in grpc-message, not a JSON document.
+        "            - filter:",
+        "                and_filter:",
+        "                  filters:",
+        *_NATIVE_GRPC_FILTERS,
+        "              body_format_override:",
+        _TEXT_BODY,
     ]
     for reply in LOCAL_REPLIES:
         lines += [
@@ -291,13 +369,7 @@ def _local_reply_mappers() -> str:
             f"                    value: {{default_value: {reply.http_status}, "
             f"runtime_key: edge.local_reply.status_{reply.http_status}}}",
             "              body_format_override:",
-            "                json_format:",
-            f"                  code: {reply.grpc_code}",
-            '                  message: "%LOCAL_REPLY_BODY%"',
-            "                  details:",
-            '                  - "@type": type.googleapis.com/google.rpc.ErrorInfo',
-            f"                    reason: {reply.reason}",
-            "                    domain: paymesh",
+            *_json_status_body(reply.grpc_code, reply.reason),
         ]
     return "\n".join(lines)
 
@@ -313,6 +385,10 @@ def render_settings(settings: EdgeSettings) -> str:
         jwt_issuer=settings.jwt_issuer,
         cors_origin_regex=settings.cors_origin_regex,
         max_downstream_connections=settings.max_downstream_connections,
+        jwks_cache_duration=f"{settings.jwks_cache_seconds}s",
+        jwt_clock_skew_seconds=str(JWT_CLOCK_SKEW_SECONDS),
+        jwt_max_lifetime=f"{JWT_MAX_LIFETIME_SECONDS}s",
+        jwt_failure_metadata_key=JWT_FAILURE_METADATA_KEY,
         local_reply_mappers=_local_reply_mappers(),
         public_rules=_public_rules(),
         internal_method_routes="\n".join(_blocked_routes(internal_grpc_paths())),

@@ -29,6 +29,7 @@ class Ports:
     payment: int
     notify: int
     processor: int
+    smtp: int
     # Prometheus metrics: each service serves /metrics on grpc port + this.
     metrics_offset: int = 1000
 
@@ -51,6 +52,7 @@ LOCAL = Ports(
     payment=50053,
     notify=50054,
     processor=8091,
+    smtp=1025,
 )
 
 
@@ -69,6 +71,7 @@ def test_ports(base: int | None = None) -> Ports:
         payment=b + 53,
         notify=b + 54,
         processor=b + 91,
+        smtp=b + 25,
         metrics_offset=1000,
     )
 

@@ -16,12 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.components import Component, Context
 from devstack.credentials import Secrets
+from devstack.envoy_config import jwt_issuer, key_publish_lead_seconds
 from devstack.ports import HOST, SERVICES, Ports
 from devstack.procs import StackError, run_command
 
 # Each service gets its own Redis logical database so keys never collide.
 REDIS_DB = {"auth": 0, "wallet": 1, "payment": 2, "notify": 3}
-JWT_ISSUER = "paymesh-local"
 JWT_AUDIENCE = "paymesh"
 
 
@@ -35,11 +35,14 @@ def redis_url(db: int, ports: Ports, secrets: Secrets) -> str:
     return f"redis://:{secrets.redis_password}@{HOST}:{ports.redis}/{db}"
 
 
-def service_env(name: str, ports: Ports, secrets: Secrets, run_dir: Path) -> dict[str, str]:
+def service_env(name: str, ports: Ports, secrets: Secrets, run_dir: Path, profile: str = "local") -> dict[str, str]:
     """The variables one service reads (prefix ``AUTH_``, ``WALLET_``...).
 
     Only these variables: callers merge them over os.environ. `run_dir` is
-    part of the contract although no variable depends on it yet.
+    part of the contract although no variable depends on it yet. `profile`
+    picks the JWT issuer the profile's Envoy expects and, for auth, how long
+    a new signing key is published before it signs (longer than that Envoy's
+    JWKS cache).
     """
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}; expected one of {SERVICES}")
@@ -57,12 +60,21 @@ def service_env(name: str, ports: Ports, secrets: Secrets, run_dir: Path) -> dic
         "WALLET_ADDR": f"{HOST}:{ports.wallet}",
         "AUTH_ADDR": f"{HOST}:{ports.auth}",
         "PROCESSOR_URL": f"http://{HOST}:{ports.processor}",
-        "JWT_ISSUER": JWT_ISSUER,
+        "JWT_ISSUER": jwt_issuer(profile),
         "JWT_AUDIENCE": JWT_AUDIENCE,
         "LOG_FORMAT": "json",
     }
     if name == "auth":
         values["KEY_ENCRYPTION_KEY"] = secrets.key_encryption_key
+        values["KEY_PUBLISH_LEAD_SECONDS"] = str(key_publish_lead_seconds(profile))
+    if name == "notify":
+        values["SECRET_ENCRYPTION_KEY"] = secrets.notify_secret_encryption_key
+        # Local and test receivers listen on 127.0.0.1; production keeps this false.
+        values["WEBHOOK_ALLOW_PRIVATE_HOSTS"] = "true"
+        values["SMTP_HOST"] = HOST
+        values["SMTP_PORT"] = str(ports.smtp)
+    if name == "payment":
+        values["PROCESSOR_WEBHOOK_SECRET"] = secrets.processor_webhook_secret
     return {prefix + key: value for key, value in values.items()}
 
 
@@ -96,7 +108,7 @@ class Service(Component):
 
     def process_env(self) -> dict[str, str]:
         ctx = self.ctx
-        return {**os.environ, **service_env(self.name, ctx.ports, ctx.secrets, ctx.run_dir)}
+        return {**os.environ, **service_env(self.name, ctx.ports, ctx.secrets, ctx.run_dir, ctx.profile)}
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", self.module]

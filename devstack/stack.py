@@ -22,8 +22,10 @@ from devstack.components import REPO_ROOT, Component, Context
 from devstack.credentials import Secrets, load_or_create
 from devstack.edge import Envoy
 from devstack.kafka_broker import Kafka
+from devstack.mailsink import MailSink
 from devstack.ports import HOST, SERVICES, Ports
 from devstack.postgres import Postgres
+from devstack.processor import ProcessorSimulator
 from devstack.procs import StackError
 from devstack.redis_server import Redis
 from devstack.services import REDIS_DB, Service, database_url, redis_url, service_env
@@ -33,10 +35,11 @@ log = logging.getLogger("devstack")
 PROFILES = ("local", "test")
 INFRA = ("postgres", "redis", "kafka")
 # Components of one stage start together; a stage starts once the previous
-# one is healthy (services need infra; payment and notify call auth/wallet).
+# one is healthy (services need infra; payment and notify call auth/wallet,
+# payment calls the processor simulator, notify the mail sink).
 STAGES: tuple[tuple[str, ...], ...] = (
     INFRA,
-    ("auth", "wallet"),
+    ("auth", "wallet", "processor", "mailsink"),
     ("payment", "notify"),
     ("envoy",),
 )
@@ -117,7 +120,7 @@ class Stack:
 
     def env(self, service: str) -> dict[str, str]:
         """The variables `service` runs with (merge over os.environ to use them)."""
-        return service_env(service.removesuffix("_svc"), self.ports, self.secrets, self.run_dir)
+        return service_env(service.removesuffix("_svc"), self.ports, self.secrets, self.run_dir, self.profile)
 
     def database_url(self, service: str, driver: str = "asyncpg") -> str:
         """SQLAlchemy URL of a service's database; driver='' for a plain asyncpg DSN."""
@@ -146,6 +149,8 @@ class Stack:
             "redis": lambda: Redis(ctx),
             "kafka": lambda: Kafka(ctx),
             "envoy": lambda: Envoy(ctx),
+            "processor": lambda: ProcessorSimulator(ctx),
+            "mailsink": lambda: MailSink(ctx),
         }
         if name in SERVICES:
             return Service(ctx, name)

@@ -108,3 +108,11 @@ class Processor(Protocol):
         Raises WebhookSignatureInvalid if it does not verify.
         """
         ...
+
+
+class ProcessorClient(Processor, Protocol):
+    """A Processor that holds connections (an adapter): closed once at shutdown."""
+
+    async def aclose(self) -> None:
+        """Closes the adapter's HTTP connections."""
+        ...

@@ -2,34 +2,79 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from payment_svc import store
+from payment_svc.events import PaymentEvents
+from payment_svc.idempotency import IdempotencyKeys
+from payment_svc.ledger import Ledger
+from payment_svc.processors import build_processor
+from payment_svc.recovery import RecoveryWorker
+from payment_svc.saga import Saga, SagaConfig
 from payment_svc.service import PaymentService
 from payment_svc.settings import PaymentSettings
 from paymesh.payment.v1 import payment_pb2_grpc
 from paymesh_runtime import app
+from paymesh_runtime.channels import internal_channel
 from paymesh_runtime.db import create_engine, database_probe
-from paymesh_runtime.outbox import OutboxRelay, kafka_producer_factory
+from paymesh_runtime.identity import ServiceTokens
+from paymesh_runtime.outbox import Outbox, OutboxRelay, kafka_producer_factory
 from paymesh_runtime.server import Servicer
 
 NAME = "payment_svc"
 
 
+def saga_config(settings: PaymentSettings) -> SagaConfig:
+    return SagaConfig(
+        # Unique per process: a restarted replica never mistakes a dead one's lease for its own.
+        worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        lease=timedelta(seconds=settings.lease_seconds),
+        capture_window=timedelta(seconds=settings.capture_window_seconds),
+        automatic_hold_ttl_seconds=settings.automatic_hold_ttl_seconds,
+        payout_hold_ttl_seconds=settings.payout_hold_ttl_seconds,
+        retry_backoff=timedelta(seconds=settings.retry_backoff_seconds),
+        max_retry_backoff=timedelta(seconds=settings.max_retry_backoff_seconds),
+        crash_after_step=settings.crash_after_step,
+    )
+
+
 async def build(settings: PaymentSettings) -> app.ServiceApp:
     engine = create_engine(settings)
+    events = PaymentEvents(Outbox(store.outbox, store.outbox_sequence, NAME))
+    tokens = ServiceTokens(settings.service_token_secret.get_secret_value())
+    wallet_channel = internal_channel(settings.wallet_addr, caller=NAME, tokens=tokens)
+    ledger = Ledger(wallet_channel, settings.wallet_timeout_seconds)
+    processor = build_processor(settings)
+    keys = IdempotencyKeys(timedelta(hours=settings.idempotency_retention_hours))
+    config = saga_config(settings)
+    saga = Saga(engine, ledger, processor, events, keys, config)
+    service = PaymentService(engine, saga, ledger, keys, events, processor, config.lease)
+    recovery = RecoveryWorker(
+        engine,
+        saga,
+        keys,
+        lease=config.lease,
+        interval_seconds=settings.recovery_interval_seconds,
+        batch_size=settings.recovery_batch_size,
+    )
     relay = OutboxRelay(engine, store.outbox, kafka_producer_factory(settings.kafka_bootstrap_servers))
+
+    async def close_wallet_channel() -> None:
+        await wallet_channel.close(None)
+
     return app.ServiceApp(
         servicers=[
             Servicer(
-                "paymesh.payment.v1.PaymentService",
-                PaymentService(),
-                payment_pb2_grpc.add_PaymentServiceServicer_to_server,
+                "paymesh.payment.v1.PaymentService", service, payment_pb2_grpc.add_PaymentServiceServicer_to_server
             )
         ],
         probes={"postgres": database_probe(engine)},
-        background=[relay.run],
-        cleanup=[engine.dispose],
+        background=[relay.run, recovery.run, recovery.prune_keys],
+        cleanup=[close_wallet_channel, processor.aclose, engine.dispose],
     )
 
 

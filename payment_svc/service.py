@@ -1,9 +1,308 @@
-"""PaymentService gRPC handlers: validate, call the domain, map errors."""
+"""PaymentService gRPC handlers: validate, call the saga, map to protos.
+
+Authorization: every method but the webhook needs a signed-in user
+(`require_user`). Payments are visible to their payer, their payee and
+admins; everyone else gets NOT_FOUND. Refunds: the payee or an admin.
+Payouts: the wallet's owner or an admin. A payment's (or payout's) source
+wallet must be the caller's own: payment_svc reads it from wallet_svc with the
+caller's identity forwarded (wallet_svc answers NOT_FOUND to anyone else) and
+checks the owner; the destination wallet is read with payment_svc's service
+identity, to learn the payee and the currency.
+
+Errors of CreatePayment: a payment the processor or the ledger refused
+(declined card, insufficient funds, frozen wallet, processor timeout) is
+created and returned FAILED with its failure_code; when the processor is
+unavailable (down, or its circuit breaker open) the payment is recorded
+FAILED ("processor_unavailable") and the call answers UNAVAILABLE with reason
+PROCESSOR_UNAVAILABLE. Both are recorded under the idempotency key and
+replayed as they were.
+"""
 
 from __future__ import annotations
 
-from paymesh.payment.v1 import payment_pb2_grpc
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payment_svc import store, views
+from payment_svc.events import PaymentEvents
+from payment_svc.idempotency import HEADER, OK, REPLAYED_HEADER, IdempotencyKeys, Recorded, fingerprint, validate_key
+from payment_svc.ledger import Ledger, LedgerRefused, LedgerUnavailable
+from payment_svc.lifecycle import PaymentState
+from payment_svc.processor import Processor, WebhookSignatureInvalid
+from payment_svc.requests import PaymentDraft, parse_id, payment_draft, payout_draft, short_text
+from payment_svc.saga import Driven, Interrupted, Saga
+from payment_svc.webhooks import WebhookHandler
+from paymesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from paymesh_runtime import pagination
+from paymesh_runtime.errors import (
+    FailedPrecondition,
+    PaymeshError,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    not_found,
+)
+from paymesh_runtime.identity import Context, User, require_user
+from paymesh_runtime.money import Money, positive_money
+
+M = TypeVar("M", bound=Message)
+
+
+def _metadata(context: Context) -> dict[str, str]:
+    return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def _wallet_error(error: LedgerRefused | LedgerUnavailable, wallet_id: str) -> PaymeshError:
+    if isinstance(error, LedgerUnavailable):
+        return Unavailable("DEPENDENCY_UNAVAILABLE", "wallet_svc did not answer; retry with the same idempotency key")
+    # Missing, malformed or not the caller's: the same answer, so nothing leaks.
+    return not_found("wallet", wallet_id)
+
+
+def _currency_mismatch(expected: str, actual: str) -> PaymeshError:
+    return FailedPrecondition(
+        "CURRENCY_MISMATCH",
+        f"the amount is in {actual} but the wallet holds {expected}",
+        metadata={"expected": expected, "actual": actual},
+    )
+
+
+def _optional_money(request: payment_pb2.CapturePaymentRequest | payment_pb2.CreateRefundRequest) -> Money | None:
+    if not request.HasField("amount"):
+        return None
+    return positive_money(request.amount.currency, request.amount.amount)
 
 
 class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
-    """Payments, refunds, payouts. Methods not built yet answer UNIMPLEMENTED."""
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        saga: Saga,
+        ledger: Ledger,
+        keys: IdempotencyKeys,
+        events: PaymentEvents,
+        processor: Processor,
+        lease: timedelta,
+    ) -> None:
+        self._engine = engine
+        self._saga = saga
+        self._ledger = ledger
+        self._keys = keys
+        self._events = events
+        self._lease = lease
+        self._webhooks = WebhookHandler(engine, saga, processor)
+
+    # --- idempotency ------------------------------------------------------------------
+
+    async def _replay(self, context: Context, recorded: Recorded, message_type: type[M]) -> M:
+        """Answers with a recorded response, marked `idempotent-replayed: true`."""
+        if recorded.code == OK:
+            await context.send_initial_metadata(((REPLAYED_HEADER, "true"),))
+            context.set_trailing_metadata(((REPLAYED_HEADER, "true"),))
+            return message_type.FromString(recorded.body)
+        status = rpc_status.to_status(status_pb2.Status.FromString(recorded.body))
+        trailing = (*status.trailing_metadata, (REPLAYED_HEADER, "true"))
+        await context.abort_with_status(status._replace(trailing_metadata=trailing))  # type: ignore[attr-defined]
+        raise AssertionError("abort_with_status returns by raising")
+
+    async def _previous(self, user: User, key: str, print_: bytes) -> Recorded | None:
+        async with self._engine.connect() as conn:
+            return await self._keys.lookup(conn, user.user_id, key, print_)
+
+    def _lease_values(self) -> dict[str, Any]:
+        return {"lease_owner": self._saga.owner, "lease_expires_at": func.now() + self._lease}
+
+    # --- payments ---------------------------------------------------------------------
+
+    async def CreatePayment(self, request: payment_pb2.CreatePaymentRequest, context: Context) -> payment_pb2.Payment:
+        user = require_user(context)
+        key = validate_key(_metadata(context).get(HEADER))
+        draft = payment_draft(request)
+        print_ = fingerprint("CreatePayment", request.SerializeToString(deterministic=True))
+        if (recorded := await self._previous(user, key, print_)) is not None:
+            return await self._replay(context, recorded, payment_pb2.Payment)
+        payee_id = await self._check_wallets(user, draft)
+        payment_id = uuid.uuid4()
+        async with self._engine.begin() as conn:
+            recorded = await self._keys.reserve(conn, user.user_id, key, "CreatePayment", print_, payment_id)
+            if recorded is None:
+                row = await store.insert_resource(conn, "payment", draft.row(payment_id, user.user_id, payee_id))
+                row = await store.claim(conn, "payment", payment_id, self._saga.owner, self._lease) or row
+                await store.record_transition(conn, "payment", payment_id, "", PaymentState.PENDING, "created")
+                found = await store.transitions_of(conn, [payment_id])
+                await self._events.payment_changed(conn, views.payment(row, found[payment_id]), "")
+        if recorded is not None:
+            return await self._replay(context, recorded, payment_pb2.Payment)
+        return await self._drive(self._saga.drive_payment, payment_id, payment_pb2.Payment)
+
+    async def _drive(
+        self, drive: Callable[[uuid.UUID], Awaitable[Driven]], resource_id: uuid.UUID, message_type: type[M]
+    ) -> M:
+        try:
+            driven = await drive(resource_id)
+        except Interrupted as interrupted:
+            raise interrupted.error from None
+        if driven.error is not None:
+            raise driven.error
+        assert isinstance(driven.message, message_type)
+        return driven.message
+
+    async def _check_wallets(self, user: User, draft: PaymentDraft) -> str:
+        """Checks the source wallet is the caller's and both wallets hold the currency; returns the payee."""
+        if draft.source_wallet_id:
+            await self._own_wallet(user, draft.source_wallet_id, draft.amount)
+        try:
+            destination = await self._ledger.get_wallet(draft.destination_wallet_id)
+        except (LedgerRefused, LedgerUnavailable) as error:
+            raise _wallet_error(error, draft.destination_wallet_id) from None
+        if destination.currency != draft.amount.currency:
+            raise _currency_mismatch(destination.currency, draft.amount.currency)
+        return str(destination.owner_id)
+
+    async def _own_wallet(self, user: User, wallet_id: str, amount: Money) -> None:
+        try:
+            wallet = await self._ledger.get_wallet_as(wallet_id, user)
+        except (LedgerRefused, LedgerUnavailable) as error:
+            raise _wallet_error(error, wallet_id) from None
+        if wallet.owner_id != user.user_id:
+            # An admin may see any wallet, but spends only their own.
+            raise PermissionDenied("PERMISSION_DENIED", "the source wallet must be one of the caller's wallets")
+        if wallet.currency != amount.currency:
+            raise _currency_mismatch(wallet.currency, amount.currency)
+
+    async def _visible_payment(self, user: User, raw_id: str) -> store.AnyRow:
+        payment_id = parse_id(raw_id, "payment_id")
+        async with self._engine.connect() as conn:
+            row = await store.get_row(conn, "payment", payment_id) if payment_id else None
+        if row is None or not user.may_see(row.payer_id, row.payee_id):
+            raise not_found("payment", raw_id)
+        return row
+
+    async def GetPayment(self, request: payment_pb2.GetPaymentRequest, context: Context) -> payment_pb2.Payment:
+        row = await self._visible_payment(require_user(context), request.payment_id)
+        async with self._engine.connect() as conn:
+            found = await store.transitions_of(conn, [row.payment_id])
+        return views.payment(row, found[row.payment_id])
+
+    async def ListPayments(
+        self, request: payment_pb2.ListPaymentsRequest, context: Context
+    ) -> payment_pb2.ListPaymentsResponse:
+        user = require_user(context)
+        size = pagination.page_size(request.page_size)
+        query = ["payments", "*" if user.is_admin else user.user_id]
+        cursor = pagination.decode_token(request.page_token, query)
+        after = (datetime.fromisoformat(str(cursor[0])), uuid.UUID(str(cursor[1]))) if cursor else None
+        async with self._engine.connect() as conn:
+            rows = await store.list_payments(conn, None if user.is_admin else user.user_id, after, size + 1)
+            found = await store.transitions_of(conn, [row.payment_id for row in rows[:size]])
+        reply = payment_pb2.ListPaymentsResponse(payments=[views.payment(r, found[r.payment_id]) for r in rows[:size]])
+        if len(rows) > size:
+            last = rows[size - 1]
+            reply.next_page_token = pagination.encode_token([last.create_time.isoformat(), str(last.payment_id)], query)
+        return reply
+
+    async def CapturePayment(self, request: payment_pb2.CapturePaymentRequest, context: Context) -> payment_pb2.Payment:
+        row = await self._visible_payment(require_user(context), request.payment_id)
+        amount = _optional_money(request)
+        await self._saga.begin_capture(row.payment_id, amount)
+        return await self._drive(self._saga.drive_payment, row.payment_id, payment_pb2.Payment)
+
+    async def CancelPayment(self, request: payment_pb2.CancelPaymentRequest, context: Context) -> payment_pb2.Payment:
+        row = await self._visible_payment(require_user(context), request.payment_id)
+        reason = short_text(request.reason, "reason") or "canceled"
+        await self._saga.request_cancel(row.payment_id, reason)
+        return await self._drive(self._saga.drive_payment, row.payment_id, payment_pb2.Payment)
+
+    # --- refunds ----------------------------------------------------------------------
+
+    async def CreateRefund(self, request: payment_pb2.CreateRefundRequest, context: Context) -> payment_pb2.Refund:
+        user = require_user(context)
+        key = validate_key(_metadata(context).get(HEADER))
+        requested = (
+            positive_money(request.amount.currency, request.amount.amount) if request.HasField("amount") else None
+        )
+        reason = short_text(request.reason, "reason")
+        print_ = fingerprint("CreateRefund", request.SerializeToString(deterministic=True))
+        if (recorded := await self._previous(user, key, print_)) is not None:
+            return await self._replay(context, recorded, payment_pb2.Refund)
+        payment = await self._visible_payment(user, request.payment_id)
+        if not (user.is_admin or user.user_id == payment.payee_id):
+            raise PermissionDenied("PERMISSION_DENIED", "only the payee or an admin may refund a payment")
+        refund_id = uuid.uuid4()
+        async with self._engine.begin() as conn:
+            recorded = await self._keys.reserve(conn, user.user_id, key, "CreateRefund", print_, refund_id)
+            if recorded is None:
+                await self._saga.open_refund(
+                    conn, payment.payment_id, refund_id, requested, reason, user.user_id, self._lease_values()
+                )
+        if recorded is not None:
+            return await self._replay(context, recorded, payment_pb2.Refund)
+        return await self._drive(self._saga.drive_refund, refund_id, payment_pb2.Refund)
+
+    async def ListRefunds(
+        self, request: payment_pb2.ListRefundsRequest, context: Context
+    ) -> payment_pb2.ListRefundsResponse:
+        payment = await self._visible_payment(require_user(context), request.payment_id)
+        size = pagination.page_size(request.page_size)
+        query = ["refunds", str(payment.payment_id)]
+        cursor = pagination.decode_token(request.page_token, query)
+        after = (datetime.fromisoformat(str(cursor[0])), uuid.UUID(str(cursor[1]))) if cursor else None
+        async with self._engine.connect() as conn:
+            rows = await store.list_refunds(conn, payment.payment_id, after, size + 1)
+        reply = payment_pb2.ListRefundsResponse(refunds=[views.refund(r) for r in rows[:size]])
+        if len(rows) > size:
+            last = rows[size - 1]
+            reply.next_page_token = pagination.encode_token([last.create_time.isoformat(), str(last.refund_id)], query)
+        return reply
+
+    # --- payouts ----------------------------------------------------------------------
+
+    async def CreatePayout(self, request: payment_pb2.CreatePayoutRequest, context: Context) -> payment_pb2.Payout:
+        user = require_user(context)
+        key = validate_key(_metadata(context).get(HEADER))
+        draft = payout_draft(request)
+        print_ = fingerprint("CreatePayout", request.SerializeToString(deterministic=True))
+        if (recorded := await self._previous(user, key, print_)) is not None:
+            return await self._replay(context, recorded, payment_pb2.Payout)
+        await self._own_wallet(user, draft["wallet_id"], Money(draft["currency"], draft["amount"]))
+        payout_id = uuid.uuid4()
+        async with self._engine.begin() as conn:
+            recorded = await self._keys.reserve(conn, user.user_id, key, "CreatePayout", print_, payout_id)
+            if recorded is None:
+                values = {**draft, "payout_id": payout_id, "owner_id": user.user_id, "state": "PENDING"}
+                row = await store.insert_resource(conn, "payout", {**values, **self._lease_values()})
+                await store.record_transition(conn, "payout", payout_id, "", "PENDING", "created")
+                await self._events.payout_changed(conn, views.payout(row), created=True)
+        if recorded is not None:
+            return await self._replay(context, recorded, payment_pb2.Payout)
+        return await self._drive(self._saga.drive_payout, payout_id, payment_pb2.Payout)
+
+    async def GetPayout(self, request: payment_pb2.GetPayoutRequest, context: Context) -> payment_pb2.Payout:
+        user = require_user(context)
+        payout_id = parse_id(request.payout_id, "payout_id")
+        async with self._engine.connect() as conn:
+            row = await store.get_row(conn, "payout", payout_id) if payout_id else None
+        if row is None or not user.may_see(row.owner_id):
+            raise not_found("payout", request.payout_id)
+        return views.payout(row)
+
+    # --- processor webhooks -----------------------------------------------------------
+
+    async def HandleProcessorWebhook(
+        self, request: payment_pb2.HandleProcessorWebhookRequest, context: Context
+    ) -> payment_pb2.HandleProcessorWebhookResponse:
+        try:
+            duplicate = await self._webhooks.handle(request.processor, request.body.data, _metadata(context))
+        except WebhookSignatureInvalid as invalid:
+            raise Unauthenticated(
+                "WEBHOOK_SIGNATURE_INVALID", f"webhook signature does not verify: {invalid}"
+            ) from None
+        return payment_pb2.HandleProcessorWebhookResponse(duplicate=duplicate)

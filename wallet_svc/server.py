@@ -4,36 +4,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from paymesh.wallet.v1 import wallet_pb2_grpc
 from paymesh_runtime import app
 from paymesh_runtime.db import create_engine, database_probe
-from paymesh_runtime.outbox import OutboxRelay, kafka_producer_factory
-from paymesh_runtime.redis import create_redis
+from paymesh_runtime.identity import ServiceTokens
+from paymesh_runtime.outbox import Outbox, OutboxRelay, kafka_producer_factory
 from paymesh_runtime.server import Servicer
 from wallet_svc import store
+from wallet_svc.operations import HoldPolicy, Ledger
 from wallet_svc.service import WalletService
 from wallet_svc.settings import WalletSettings
+from wallet_svc.sweeper import HoldSweeper
 
 NAME = "wallet_svc"
+FULL_NAME = "paymesh.wallet.v1.WalletService"
+
+
+def servicer(settings: WalletSettings, engine: AsyncEngine) -> Servicer:
+    """The WalletService on `engine` (tests serve it on port 0 with create_server)."""
+    outbox = Outbox(store.outbox, store.outbox_sequence, NAME)
+    policy = HoldPolicy(settings.hold_default_ttl_seconds, settings.hold_max_ttl_seconds)
+    tokens = ServiceTokens(settings.service_token_secret.get_secret_value())
+    service = WalletService(Ledger(engine, outbox, policy), tokens)
+    return Servicer(FULL_NAME, service, wallet_pb2_grpc.add_WalletServiceServicer_to_server)
 
 
 async def build(settings: WalletSettings) -> app.ServiceApp:
+    # No Redis: balances are never cached (a stale balance must never back a
+    # debit), and nothing else in the ledger needs it.
     engine = create_engine(settings)
-    # Redis only caches reads; the ledger works without it, so it is no
-    # health dependency.
-    redis = create_redis(settings.redis_url)
     relay = OutboxRelay(engine, store.outbox, kafka_producer_factory(settings.kafka_bootstrap_servers))
+    sweeper = HoldSweeper(
+        engine, interval_seconds=settings.sweeper_interval_seconds, batch_size=settings.sweeper_batch_size
+    )
     return app.ServiceApp(
-        servicers=[
-            Servicer(
-                "paymesh.wallet.v1.WalletService",
-                WalletService(),
-                wallet_pb2_grpc.add_WalletServiceServicer_to_server,
-            )
-        ],
+        servicers=[servicer(settings, engine)],
         probes={"postgres": database_probe(engine)},
-        background=[relay.run],
-        cleanup=[engine.dispose, redis.aclose],
+        background=[relay.run, sweeper.run],
+        cleanup=[engine.dispose],
     )
 
 

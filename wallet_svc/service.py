@@ -1,9 +1,227 @@
-"""WalletService gRPC handlers: validate, call the domain, map errors."""
+"""WalletService gRPC handlers: who may call, proto → domain, domain → proto.
+
+Public methods act for the end user Envoy verified (require_user); a wallet
+is visible to its owner and to admins only, everyone else gets NOT_FOUND.
+Internal methods (holds, postings) need payment_svc's service identity.
+"""
 
 from __future__ import annotations
 
-from paymesh.wallet.v1 import wallet_pb2_grpc
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from paymesh.common.v1 import money_pb2
+from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from paymesh_runtime import pagination
+from paymesh_runtime.errors import InvalidArgument, PermissionDenied, not_found, validation_failed
+from paymesh_runtime.identity import Context, ServiceTokens, User, optional_user, require_admin, require_user
+from paymesh_runtime.money import Money, currency_exponent, positive_money
+from wallet_svc import convert, ledger
+from wallet_svc.ledger import Account, AccountKey, SystemAccount, SystemRef, WalletRef
+from wallet_svc.operations import Ledger
+
+# The services allowed to call the internal methods.
+INTERNAL_CALLERS = frozenset({"payment_svc"})
+MAX_REASON_LENGTH = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class WalletService(wallet_pb2_grpc.WalletServiceServicer):
-    """The ledger. Methods not built yet answer UNIMPLEMENTED."""
+    def __init__(self, ledger_: Ledger, tokens: ServiceTokens) -> None:
+        self._ledger = ledger_
+        self._tokens = tokens
+
+    # --- public ----------------------------------------------------------------------
+
+    async def CreateWallet(self, request: wallet_pb2.CreateWalletRequest, context: Context) -> wallet_pb2.Wallet:
+        user = require_user(context)
+        if not request.currency:
+            raise InvalidArgument("INVALID_CURRENCY", "currency is required", field="currency")
+        currency_exponent(request.currency)
+        return convert.wallet(await self._ledger.create_wallet(user.user_id, request.currency))
+
+    async def GetWallet(self, request: wallet_pb2.GetWalletRequest, context: Context) -> wallet_pb2.Wallet:
+        if optional_user(context) is None:
+            # An internal lookup without an end user (payment_svc learning a
+            # destination wallet's owner and currency): only a mesh service may.
+            self._tokens.require(context, INTERNAL_CALLERS)
+            account = await self._ledger.get_wallet(_uuid("wallet_id", request.wallet_id))
+            if account is None:
+                raise not_found("wallet", request.wallet_id)
+            return convert.wallet(account)
+        return convert.wallet(await self._visible_wallet(require_user(context), request.wallet_id))
+
+    async def ListWallets(
+        self, request: wallet_pb2.ListWalletsRequest, context: Context
+    ) -> wallet_pb2.ListWalletsResponse:
+        user = require_user(context)
+        owner_id = request.owner_id or user.user_id
+        if owner_id != user.user_id and not user.is_admin:
+            raise PermissionDenied("ADMIN_REQUIRED", "only administrators may list another user's wallets")
+        size = pagination.page_size(request.page_size)
+        query = ["wallets", owner_id]
+        cursor = pagination.decode_token(request.page_token, query)
+        after = _wallet_cursor(cursor) if cursor else None
+        found = await self._ledger.list_wallets(owner_id, after, size + 1)
+        page, more = found[:size], len(found) > size
+        token = pagination.encode_token(_wallet_position(page[-1]), query) if more else ""
+        return wallet_pb2.ListWalletsResponse(wallets=[convert.wallet(a) for a in page], next_page_token=token)
+
+    async def ListEntries(
+        self, request: wallet_pb2.ListEntriesRequest, context: Context
+    ) -> wallet_pb2.ListEntriesResponse:
+        account = await self._visible_wallet(require_user(context), request.wallet_id)
+        size = pagination.page_size(request.page_size)
+        query = ["entries", str(account.id)]
+        cursor = pagination.decode_token(request.page_token, query)
+        before = _entry_cursor(cursor) if cursor else None
+        found = await self._ledger.list_entries(account.id, before, size + 1)
+        page, more = found[:size], len(found) > size
+        token = pagination.encode_token([page[-1].seq], query) if more else ""
+        return wallet_pb2.ListEntriesResponse(entries=[convert.entry(p) for p in page], next_page_token=token)
+
+    async def FreezeWallet(self, request: wallet_pb2.FreezeWalletRequest, context: Context) -> wallet_pb2.Wallet:
+        require_admin(context)
+        reason = ledger.validate_text("reason", request.reason, MAX_REASON_LENGTH)
+        wallet_id = _uuid("wallet_id", request.wallet_id)
+        return convert.wallet(await self._ledger.set_frozen(wallet_id, True, reason))
+
+    async def UnfreezeWallet(self, request: wallet_pb2.UnfreezeWalletRequest, context: Context) -> wallet_pb2.Wallet:
+        require_admin(context)
+        reason = ledger.validate_text("reason", request.reason, MAX_REASON_LENGTH)
+        wallet_id = _uuid("wallet_id", request.wallet_id)
+        return convert.wallet(await self._ledger.set_frozen(wallet_id, False, reason))
+
+    async def CloseWallet(self, request: wallet_pb2.CloseWalletRequest, context: Context) -> wallet_pb2.Wallet:
+        user = require_user(context)
+        # The owner never changes, so checking it before the transaction is safe.
+        account = await self._visible_wallet(user, request.wallet_id)
+        return convert.wallet(await self._ledger.close_wallet(account.id, user.is_admin))
+
+    # --- internal ----------------------------------------------------------------------
+
+    async def CreateHold(self, request: wallet_pb2.CreateHoldRequest, context: Context) -> wallet_pb2.Hold:
+        self._tokens.require(context, INTERNAL_CALLERS)
+        hold = await self._ledger.create_hold(
+            ledger.HoldRequest(
+                reference=ledger.validate_reference(request.reference),
+                wallet_id=_uuid("wallet_id", request.wallet_id),
+                amount=_positive(request.amount, "amount"),
+                payment_id=_payment_id(request.payment_id),
+                ttl_seconds=request.ttl_seconds,
+            )
+        )
+        return convert.hold(hold)
+
+    async def GetHold(self, request: wallet_pb2.GetHoldRequest, context: Context) -> wallet_pb2.Hold:
+        self._tokens.require(context, INTERNAL_CALLERS)
+        hold_id = _uuid("hold_id", request.hold_id)
+        hold = await self._ledger.get_hold(hold_id)
+        if hold is None:
+            raise not_found("hold", request.hold_id)
+        return convert.hold(hold)
+
+    async def CaptureHold(
+        self, request: wallet_pb2.CaptureHoldRequest, context: Context
+    ) -> wallet_pb2.CaptureHoldResponse:
+        self._tokens.require(context, INTERNAL_CALLERS)
+        amount = _positive(request.amount, "amount")
+        if not request.HasField("destination"):
+            raise validation_failed("destination", "is required")
+        hold, tx = await self._ledger.capture_hold(
+            ledger.CaptureRequest(
+                reference=ledger.validate_reference(request.reference),
+                hold_id=_uuid("hold_id", request.hold_id),
+                amount=amount,
+                destination=_account_key(request.destination, amount.currency, "destination"),
+                description=ledger.validate_text("description", request.description, ledger.MAX_DESCRIPTION_LENGTH),
+            )
+        )
+        return wallet_pb2.CaptureHoldResponse(hold=convert.hold(hold), transaction=convert.transaction(tx))
+
+    async def ReleaseHold(self, request: wallet_pb2.ReleaseHoldRequest, context: Context) -> wallet_pb2.Hold:
+        self._tokens.require(context, INTERNAL_CALLERS)
+        release = ledger.ReleaseRequest(ledger.validate_reference(request.reference), _uuid("hold_id", request.hold_id))
+        return convert.hold(await self._ledger.release_hold(release))
+
+    async def PostTransaction(
+        self, request: wallet_pb2.PostTransactionRequest, context: Context
+    ) -> wallet_pb2.LedgerTransaction:
+        self._tokens.require(context, INTERNAL_CALLERS)
+        legs = []
+        for index, posting in enumerate(request.postings):
+            amount = _signed(posting.amount, f"postings[{index}].amount")
+            legs.append(
+                ledger.Leg(_account_key(posting.account, amount.currency, f"postings[{index}].account"), amount)
+            )
+        tx = await self._ledger.post(
+            ledger.PostRequest(
+                reference=ledger.validate_reference(request.reference),
+                legs=ledger.validate_legs(legs),
+                payment_id=_payment_id(request.payment_id),
+                description=ledger.validate_text("description", request.description, ledger.MAX_DESCRIPTION_LENGTH),
+            )
+        )
+        return convert.transaction(tx)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    async def _visible_wallet(self, user: User, raw_id: str) -> Account:
+        account = await self._ledger.get_wallet(_uuid("wallet_id", raw_id))
+        if account is None or not user.may_see(account.owner_id or ""):
+            raise not_found("wallet", raw_id)
+        return account
+
+
+def _uuid(field: str, value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise validation_failed(field, "must be a UUID") from None
+
+
+def _positive(value: money_pb2.Money, field: str) -> Money:
+    return positive_money(value.currency, value.amount, field)
+
+
+def _signed(value: money_pb2.Money, field: str) -> Money:
+    if not value.currency:
+        raise InvalidArgument("INVALID_CURRENCY", f"{field}.currency is required", field=f"{field}.currency")
+    return Money(value.currency, value.amount)
+
+
+def _payment_id(value: str) -> str:
+    return ledger.validate_text("payment_id", value, ledger.MAX_PAYMENT_ID_LENGTH)
+
+
+def _account_key(ref: wallet_pb2.AccountRef, currency: str, field: str) -> AccountKey:
+    which = ref.WhichOneof("account")
+    if which == "wallet_id":
+        return WalletRef(_uuid(f"{field}.wallet_id", ref.wallet_id))
+    if which == "system_account" and ref.system_account != wallet_pb2.SYSTEM_ACCOUNT_UNSPECIFIED:
+        return SystemRef(SystemAccount(wallet_pb2.SystemAccount.Name(ref.system_account)), currency)
+    raise validation_failed(field, "names a wallet_id or a system_account")
+
+
+def _wallet_position(account: Account) -> pagination.Cursor:
+    micros = (account.created_at - _EPOCH) // timedelta(microseconds=1)
+    return [micros, str(account.id)]
+
+
+def _wallet_cursor(cursor: pagination.Cursor) -> tuple[datetime, uuid.UUID]:
+    if len(cursor) == 2 and isinstance(cursor[0], int) and isinstance(cursor[1], str):
+        try:
+            return _EPOCH + timedelta(microseconds=cursor[0]), uuid.UUID(cursor[1])
+        except (ValueError, OverflowError):
+            pass
+    raise _bad_token()
+
+
+def _entry_cursor(cursor: pagination.Cursor) -> int:
+    if len(cursor) != 1 or not isinstance(cursor[0], int):
+        raise _bad_token()
+    return cursor[0]
+
+
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument("INVALID_PAGE_TOKEN", "page_token is malformed", field="page_token")

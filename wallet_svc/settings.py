@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from paymesh_runtime.settings import ServiceSettings
+
+DAY = 86_400
 
 
 class WalletSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore", frozen=True)
 
-    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:16379/1"), description="Redis for the balance cache.")
+    hold_default_ttl_seconds: int = Field(7 * DAY, gt=0, description="Lifetime of a hold created with ttl_seconds 0.")
+    hold_max_ttl_seconds: int = Field(30 * DAY, gt=0, description="Longest lifetime a hold may ask for.")
+    sweeper_interval_seconds: float = Field(5.0, gt=0, description="How often expired holds are released.")
+    sweeper_batch_size: int = Field(200, ge=1, description="Holds expired per sweeper transaction.")

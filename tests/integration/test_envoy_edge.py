@@ -236,23 +236,41 @@ def test_a_spoofed_role_does_not_survive_a_token_without_a_role_claim(edge: Edge
 
 @pytest.mark.parametrize(
     ("case", "expected_status"),
-    [("wrong_issuer", 401), ("expired", 401), ("alg_none", 401), ("unknown_key", 401), ("wrong_audience", 403)],
+    [
+        ("wrong_issuer", 401),
+        ("expired", 401),
+        ("alg_none", 401),
+        ("unknown_key", 401),
+        ("wrong_audience", 401),
+        ("no_expiry", 401),
+        ("longer_than_an_hour", 401),
+    ],
 )
 def test_bad_tokens_are_rejected(edge: Edge, case: str, expected_status: int) -> None:
     now = int(time.time())
     claims = {"iss": "paymesh-test", "aud": "paymesh", "sub": "u", "exp": now + 300}
     tokens = {
         "wrong_issuer": lambda: edge.token(iss="someone-else"),
-        "expired": lambda: edge.token(exp=now - 300),  # beyond the 60 s clock skew
+        "expired": lambda: edge.token(exp=now - 30),  # beyond the 5 s clock skew
         "alg_none": lambda: jwt.encode(claims, "", algorithm="none", headers={"kid": KID}),
         "unknown_key": lambda: jwt.encode(
             claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": "other"}
         ),
         "wrong_audience": lambda: edge.token(aud="another-api"),
+        "no_expiry": lambda: edge.token(exp=None),
+        "longer_than_an_hour": lambda: edge.token(exp=now + 3700),
     }
     reply = httpx.get(f"{edge.url}/v1/users/me", headers={"authorization": f"Bearer {tokens[case]()}"})
     assert reply.status_code == expected_status, reply.text
     assert reply.headers["content-type"] == "application/json"
+
+
+def test_a_token_for_another_audience_is_unauthenticated_for_grpc_clients_too(edge: Edge) -> None:
+    with grpc.insecure_channel(edge.grpc_target) as channel, pytest.raises(grpc.RpcError) as raised:
+        auth_pb2_grpc.AuthServiceStub(channel).GetMe(
+            auth_pb2.GetMeRequest(), metadata=[("authorization", f"Bearer {edge.token(aud='another-api')}")]
+        )
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_cors_preflight_is_answered_without_a_token(edge: Edge) -> None:

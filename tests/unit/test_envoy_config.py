@@ -3,6 +3,7 @@ JWT rules and transcoder expose exactly the HTTP API of the contracts."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -15,8 +16,10 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from devstack import envoy_config
+from devstack.credentials import Secrets
 from devstack.ports import LOCAL, Ports
 from devstack.ports import test_ports as ports_for_test_stack
+from devstack.services import service_env
 
 yaml = pytest.importorskip("yaml")
 
@@ -244,7 +247,42 @@ def test_jwt_provider_per_profile(profile: str, issuer: str) -> None:
     jwks = provider["remote_jwks"]
     assert jwks["http_uri"]["uri"] == f"http://127.0.0.1:{PORTS[profile].envoy}/.well-known/jwks.json"
     assert jwks["http_uri"]["cluster"] == "jwks_self"
-    assert jwks["cache_duration"] == "300s"
+    assert jwks["cache_duration"] == f"{envoy_config.JWKS_CACHE_SECONDS[profile]}s"
+    assert provider["clock_skew_seconds"] <= 5
+    assert provider["require_expiration"] is True
+    assert provider["max_lifetime"] == f"{envoy_config.JWT_MAX_LIFETIME_SECONDS}s"
+    assert provider["failed_status_in_metadata"] == envoy_config.JWT_FAILURE_METADATA_KEY
+
+
+@pytest.mark.parametrize("profile", [*envoy_config.PROFILES, "helm"])
+def test_a_rotated_in_key_is_published_for_longer_than_envoy_caches_the_key_set(profile: str) -> None:
+    assert envoy_config.key_publish_lead_seconds(profile) > envoy_config.JWKS_CACHE_SECONDS[profile]
+
+
+def test_the_helm_rendering_caches_the_key_set_as_long_as_the_local_one() -> None:
+    assert f"cache_duration: {envoy_config.JWKS_CACHE_SECONDS['helm']}s" in envoy_config.render_helm()
+
+
+def test_a_token_for_another_audience_is_a_401_for_json_and_grpc_clients() -> None:
+    mappers = _http_connection_manager(_rendered("test"))["local_reply_config"]["mappers"]
+    audience = [
+        m
+        for m in mappers
+        if any(
+            f.get("metadata_filter", {}).get("matcher", {}).get("value", {}).get("string_match", {}).get("exact")
+            == envoy_config.JWT_AUDIENCE_FAILURE
+            for f in m["filter"].get("and_filter", {}).get("filters", [])
+        )
+    ]
+    assert len(audience) == 2
+    assert all(m["status_code"] == 401 for m in audience)
+    # Otherwise a request without any JWT failure (a 404, a 403) would match too.
+    for mapper in audience:
+        metadata_filters = [f for f in mapper["filter"]["and_filter"]["filters"] if "metadata_filter" in f]
+        assert metadata_filters[0]["metadata_filter"]["match_if_key_not_found"] is False
+    # They come before the generic mappers, or the 403 mapper would answer first.
+    assert mappers.index(audience[-1]) == 1
+    assert audience[1]["body_format_override"]["json_format"]["code"] == 16
 
 
 def test_only_the_public_methods_skip_the_token() -> None:
@@ -369,3 +407,14 @@ def test_local_profile_uses_the_production_limits() -> None:
     assert buckets["auth"] == {"max_tokens": 40, "tokens_per_fill": 20, "fill_interval": "1s"}
     assert buckets["payment"]["tokens_per_fill"] == 200
     assert buckets["wallet"]["tokens_per_fill"] == 500
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_auth_svc_issues_what_the_profiles_envoy_checks_and_publishes_keys_ahead(profile: str, tmp_path: Path) -> None:
+    secrets = Secrets(**{f.name: "x" * 44 for f in dataclasses.fields(Secrets)})
+    env = service_env("auth", PORTS[profile], secrets, tmp_path, profile)
+    provider = _http_filter(_rendered(profile), "envoy.filters.http.jwt_authn")["providers"]["paymesh"]
+    assert env["AUTH_JWT_ISSUER"] == provider["issuer"]
+    assert env["AUTH_JWT_AUDIENCE"] in provider["audiences"]
+    cache_seconds = int(provider["remote_jwks"]["cache_duration"].rstrip("s"))
+    assert int(env["AUTH_KEY_PUBLISH_LEAD_SECONDS"]) > cache_seconds

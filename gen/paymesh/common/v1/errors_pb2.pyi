@@ -41,6 +41,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYMENT_DECLINED: _ClassVar[ErrorReason]
     PROCESSOR_UNAVAILABLE: _ClassVar[ErrorReason]
     WEBHOOK_SIGNATURE_INVALID: _ClassVar[ErrorReason]
+    PAYMENT_IN_PROGRESS: _ClassVar[ErrorReason]
     DEPENDENCY_UNAVAILABLE: _ClassVar[ErrorReason]
     INTERNAL_ERROR: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
@@ -78,5 +79,6 @@ REFUND_EXCEEDS_CAPTURED: ErrorReason
 PAYMENT_DECLINED: ErrorReason
 PROCESSOR_UNAVAILABLE: ErrorReason
 WEBHOOK_SIGNATURE_INVALID: ErrorReason
+PAYMENT_IN_PROGRESS: ErrorReason
 DEPENDENCY_UNAVAILABLE: ErrorReason
 INTERNAL_ERROR: ErrorReason

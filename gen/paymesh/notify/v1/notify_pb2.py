@@ -28,7 +28,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epaymesh/notify/v1/notify.proto\x12\x11paymesh.notify.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x03\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x38\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\'.paymesh.notify.v1.Notification.Channel\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x12\n\nevent_type\x18\x05 \x01(\t\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x0c\n\x04\x62ody\x18\x07 \x01(\t\x12\x34\n\x05state\x18\x08 \x01(\x0e\x32%.paymesh.notify.v1.Notification.State\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x64\x65livered_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\t\n\x05\x45MAIL\x10\x01\x12\x0b\n\x07WEBHOOK\x10\x02\"M\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tDELIVERED\x10\x02\x12\x11\n\rDEAD_LETTERED\x10\x03\"\xb3\x01\n\x0fWebhookEndpoint\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08owner_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\x12\x14\n\x06secret\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"A\n\x18ListNotificationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"l\n\x19ListNotificationsResponse\x12\x36\n\rnotifications\x18\x01 \x03(\x0b\x32\x1f.paymesh.notify.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"L\n\x1c\x43reateWebhookEndpointRequest\x12\x11\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x65vent_types\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"D\n\x1bListWebhookEndpointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"v\n\x1cListWebhookEndpointsResponse\x12=\n\x11webhook_endpoints\x18\x01 \x03(\x0b\x32\".paymesh.notify.v1.WebhookEndpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x19GetWebhookEndpointRequest\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xeb\x05\n\rNotifyService\x12\x89\x01\n\x11ListNotifications\x12+.paymesh.notify.v1.ListNotificationsRequest\x1a,.paymesh.notify.v1.ListNotificationsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/notifications\x12\x8e\x01\n\x15\x43reateWebhookEndpoint\x12/.paymesh.notify.v1.CreateWebhookEndpointRequest\x1a\".paymesh.notify.v1.WebhookEndpoint\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/webhook-endpoints:\x01*\x12\x96\x01\n\x14ListWebhookEndpoints\x12..paymesh.notify.v1.ListWebhookEndpointsRequest\x1a/.paymesh.notify.v1.ListWebhookEndpointsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/webhook-endpoints\x12\x93\x01\n\x12GetWebhookEndpoint\x12,.paymesh.notify.v1.GetWebhookEndpointRequest\x1a\".paymesh.notify.v1.WebhookEndpoint\"+\x82\xd3\xe4\x93\x02%\x12#/v1/webhook-endpoints/{endpoint_id}\x12\x8d\x01\n\x15\x44\x65leteWebhookEndpoint\x12/.paymesh.notify.v1.DeleteWebhookEndpointRequest\x1a\x16.google.protobuf.Empty\"+\x82\xd3\xe4\x93\x02%*#/v1/webhook-endpoints/{endpoint_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epaymesh/notify/v1/notify.proto\x12\x11paymesh.notify.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x03\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x38\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\'.paymesh.notify.v1.Notification.Channel\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12\x12\n\nevent_type\x18\x05 \x01(\t\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x0c\n\x04\x62ody\x18\x07 \x01(\t\x12\x34\n\x05state\x18\x08 \x01(\x0e\x32%.paymesh.notify.v1.Notification.State\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x64\x65livered_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\t\n\x05\x45MAIL\x10\x01\x12\x0b\n\x07WEBHOOK\x10\x02\"[\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tDELIVERED\x10\x02\x12\x11\n\rDEAD_LETTERED\x10\x03\x12\x0c\n\x08\x43\x41NCELED\x10\x04\"\xb3\x01\n\x0fWebhookEndpoint\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08owner_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\x12\x14\n\x06secret\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"A\n\x18ListNotificationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"l\n\x19ListNotificationsResponse\x12\x36\n\rnotifications\x18\x01 \x03(\x0b\x32\x1f.paymesh.notify.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"L\n\x1c\x43reateWebhookEndpointRequest\x12\x11\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x65vent_types\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"D\n\x1bListWebhookEndpointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"v\n\x1cListWebhookEndpointsResponse\x12=\n\x11webhook_endpoints\x18\x01 \x03(\x0b\x32\".paymesh.notify.v1.WebhookEndpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x19GetWebhookEndpointRequest\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xeb\x05\n\rNotifyService\x12\x89\x01\n\x11ListNotifications\x12+.paymesh.notify.v1.ListNotificationsRequest\x1a,.paymesh.notify.v1.ListNotificationsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/notifications\x12\x8e\x01\n\x15\x43reateWebhookEndpoint\x12/.paymesh.notify.v1.CreateWebhookEndpointRequest\x1a\".paymesh.notify.v1.WebhookEndpoint\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/webhook-endpoints:\x01*\x12\x96\x01\n\x14ListWebhookEndpoints\x12..paymesh.notify.v1.ListWebhookEndpointsRequest\x1a/.paymesh.notify.v1.ListWebhookEndpointsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/webhook-endpoints\x12\x93\x01\n\x12GetWebhookEndpoint\x12,.paymesh.notify.v1.GetWebhookEndpointRequest\x1a\".paymesh.notify.v1.WebhookEndpoint\"+\x82\xd3\xe4\x93\x02%\x12#/v1/webhook-endpoints/{endpoint_id}\x12\x8d\x01\n\x15\x44\x65leteWebhookEndpoint\x12/.paymesh.notify.v1.DeleteWebhookEndpointRequest\x1a\x16.google.protobuf.Empty\"+\x82\xd3\xe4\x93\x02%*#/v1/webhook-endpoints/{endpoint_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,27 +62,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTIFYSERVICE'].methods_by_name['DeleteWebhookEndpoint']._loaded_options = None
   _globals['_NOTIFYSERVICE'].methods_by_name['DeleteWebhookEndpoint']._serialized_options = b'\202\323\344\223\002%*#/v1/webhook-endpoints/{endpoint_id}'
   _globals['_NOTIFICATION']._serialized_start=179
-  _globals['_NOTIFICATION']._serialized_end=674
+  _globals['_NOTIFICATION']._serialized_end=688
   _globals['_NOTIFICATION_CHANNEL']._serialized_start=537
   _globals['_NOTIFICATION_CHANNEL']._serialized_end=595
   _globals['_NOTIFICATION_STATE']._serialized_start=597
-  _globals['_NOTIFICATION_STATE']._serialized_end=674
-  _globals['_WEBHOOKENDPOINT']._serialized_start=677
-  _globals['_WEBHOOKENDPOINT']._serialized_end=856
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=858
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=923
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=925
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=1033
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=1035
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=1111
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=1113
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=1181
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=1183
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=1301
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=1303
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=1357
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=1359
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=1416
-  _globals['_NOTIFYSERVICE']._serialized_start=1419
-  _globals['_NOTIFYSERVICE']._serialized_end=2166
+  _globals['_NOTIFICATION_STATE']._serialized_end=688
+  _globals['_WEBHOOKENDPOINT']._serialized_start=691
+  _globals['_WEBHOOKENDPOINT']._serialized_end=870
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=872
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=937
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=939
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=1047
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=1049
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=1125
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=1127
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=1195
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=1197
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=1315
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=1317
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=1371
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=1373
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=1430
+  _globals['_NOTIFYSERVICE']._serialized_start=1433
+  _globals['_NOTIFYSERVICE']._serialized_end=2180
 # @@protoc_insertion_point(module_scope)

@@ -29,10 +29,12 @@ class Notification(_message.Message):
         PENDING: _ClassVar[Notification.State]
         DELIVERED: _ClassVar[Notification.State]
         DEAD_LETTERED: _ClassVar[Notification.State]
+        CANCELED: _ClassVar[Notification.State]
     STATE_UNSPECIFIED: Notification.State
     PENDING: Notification.State
     DELIVERED: Notification.State
     DEAD_LETTERED: Notification.State
+    CANCELED: Notification.State
     NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]

@@ -1,0 +1,66 @@
+"""Outbox payloads: every state change of a payment, refund or payout becomes one event.
+
+Topic `paymesh.payments.v1`. Payments and their refunds share one aggregate
+(the payment id is the Kafka key and numbers their events in one sequence),
+so a consumer sees a payment's refunds after its success, in order. Payouts
+are their own aggregate (key = payout id). Types: `payment.<state>` (with
+`payment.created` for the first), `refund.<state>`, `payout.<state>`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paymesh.events.v1 import events_pb2
+from paymesh.payment.v1 import payment_pb2
+from paymesh_runtime.kafka import TOPIC_PAYMENTS
+from paymesh_runtime.outbox import Outbox
+
+TOPIC = TOPIC_PAYMENTS
+
+
+def event_type(resource: str, to_state: str, *, created: bool) -> str:
+    return f"{resource}.{'created' if created else to_state.lower()}"
+
+
+class PaymentEvents:
+    """Writes payment, refund and payout events into the outbox, in the caller's transaction."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    async def payment_changed(
+        self, conn: AsyncConnection, payment: payment_pb2.Payment, previous_state: str
+    ) -> events_pb2.Event:
+        event = events_pb2.Event(
+            type=event_type("payment", payment_pb2.Payment.State.Name(payment.state), created=not previous_state),
+            aggregate_type="payment",
+            aggregate_id=payment.payment_id,
+            payment_changed=events_pb2.PaymentChanged(
+                payment=payment,
+                previous_state=previous_state or None,
+            ),
+        )
+        return await self._outbox.enqueue(conn, topic=TOPIC, event=event)
+
+    async def refund_changed(
+        self, conn: AsyncConnection, refund: payment_pb2.Refund, *, payer_id: str, payee_id: str, created: bool
+    ) -> events_pb2.Event:
+        event = events_pb2.Event(
+            type=event_type("refund", payment_pb2.Refund.State.Name(refund.state), created=created),
+            aggregate_type="payment",
+            aggregate_id=refund.payment_id,
+            refund_changed=events_pb2.RefundChanged(refund=refund, payer_id=payer_id, payee_id=payee_id),
+        )
+        return await self._outbox.enqueue(conn, topic=TOPIC, event=event)
+
+    async def payout_changed(
+        self, conn: AsyncConnection, payout: payment_pb2.Payout, *, created: bool
+    ) -> events_pb2.Event:
+        event = events_pb2.Event(
+            type=event_type("payout", payment_pb2.Payout.State.Name(payout.state), created=created),
+            aggregate_type="payout",
+            aggregate_id=payout.payout_id,
+            payout_changed=events_pb2.PayoutChanged(payout=payout),
+        )
+        return await self._outbox.enqueue(conn, topic=TOPIC, event=event)

@@ -1,0 +1,82 @@
+"""Rows → protobuf messages (the API's and the events' view of a payment, refund or payout)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from payment_svc.store import AnyRow
+from paymesh.common.v1 import money_pb2
+from paymesh.payment.v1 import payment_pb2
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def money(currency: str, amount: int) -> money_pb2.Money:
+    return money_pb2.Money(currency=currency, amount=amount)
+
+
+def payment(row: AnyRow, transitions: Sequence[AnyRow]) -> payment_pb2.Payment:
+    source = (
+        payment_pb2.PaymentSource(wallet_id=row.source_wallet_id)
+        if row.source_wallet_id is not None
+        else payment_pb2.PaymentSource(card_token=row.card_token)
+    )
+    message = payment_pb2.Payment(
+        payment_id=str(row.payment_id),
+        payer_id=row.payer_id,
+        payee_id=row.payee_id,
+        source=source,
+        destination_wallet_id=row.destination_wallet_id,
+        amount=money(row.currency, row.amount),
+        amount_captured=money(row.currency, row.amount_captured),
+        amount_refunded=money(row.currency, row.amount_refunded),
+        capture_method=row.capture_method,
+        state=row.state,
+        description=row.description,
+        failure_code=row.failure_code,
+        failure_message=row.failure_message,
+        capture_before=_ts(row.capture_before),
+        create_time=_ts(row.create_time),
+        update_time=_ts(row.update_time),
+    )
+    message.transitions.extend(
+        payment_pb2.StateTransition(from_state=t.from_state, to_state=t.to_state, reason=t.reason, time=_ts(t.time))
+        for t in transitions
+    )
+    return message
+
+
+def refund(row: AnyRow) -> payment_pb2.Refund:
+    return payment_pb2.Refund(
+        refund_id=str(row.refund_id),
+        payment_id=str(row.payment_id),
+        amount=money(row.currency, row.amount),
+        reason=row.reason,
+        state=row.state,
+        failure_code=row.failure_code,
+        create_time=_ts(row.create_time),
+        update_time=_ts(row.update_time),
+    )
+
+
+def payout(row: AnyRow) -> payment_pb2.Payout:
+    return payment_pb2.Payout(
+        payout_id=str(row.payout_id),
+        wallet_id=row.wallet_id,
+        owner_id=row.owner_id,
+        amount=money(row.currency, row.amount),
+        bank_account_token=row.bank_account_token,
+        state=row.state,
+        failure_code=row.failure_code,
+        create_time=_ts(row.create_time),
+        update_time=_ts(row.update_time),
+    )

@@ -1,0 +1,210 @@
+"""Signed merchant webhooks end to end: real Kafka in, real HTTP receiver out."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devstack.stack import Stack
+from notify_svc.consumer import event_json
+from notify_svc.dead_letters import DeadLetterProducer
+from notify_svc.delivery import DeliveryWorker, WebhookSender
+from notify_svc.mailer import SmtpMailer
+from notify_svc.notifications import plan_for
+from notify_svc.server import retry_policy
+from notify_svc.store import IncomingEvent, NotifyStore, notification
+from paymesh.notify.v1 import notify_pb2
+from paymesh.payment.v1 import payment_pb2
+from paymesh_runtime.db import create_engine
+from paymesh_runtime.outbox import kafka_producer_factory
+from paymesh_runtime.sealing import SecretSealer, parse_aes256_key
+from paymesh_runtime.webhook_signatures import verify_signature
+from tests.integration.notify_support import (
+    RunningNotify,
+    as_user,
+    eventually,
+    migrate,
+    new_user,
+    notifications_of,
+    payment_event,
+    produce_events,
+    read_dlq_with_kcat,
+    running_notify,
+    settings_for,
+    webhook_receiver,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def notify(infra: Stack) -> AsyncIterator[RunningNotify]:
+    await migrate(infra)
+    async with running_notify(settings_for(infra)) as running:
+        yield running
+
+
+async def _endpoint(notify: RunningNotify, merchant: str, url: str, *types: str) -> notify_pb2.WebhookEndpoint:
+    request = notify_pb2.CreateWebhookEndpointRequest(url=url, event_types=list(types))
+    return await notify.stub.CreateWebhookEndpoint(request, metadata=as_user(merchant, "MERCHANT"))
+
+
+async def test_a_merchant_webhook_is_delivered_signed_and_the_signature_verifies(
+    infra: Stack, notify: RunningNotify
+) -> None:
+    merchant, customer = new_user(), new_user()
+    with webhook_receiver() as receiver:
+        endpoint = await _endpoint(notify, merchant, receiver.url(), "payment.succeeded")
+        assert endpoint.secret.startswith("whsec_")
+        wanted = payment_event(customer, merchant)
+        unsubscribed = payment_event(customer, merchant, state=payment_pb2.Payment.FAILED)
+        unsubscribed.aggregate_id = wanted.aggregate_id
+        after = payment_event(customer, merchant)
+        after.aggregate_id = wanted.aggregate_id
+        await produce_events(infra, wanted, unsubscribed, after)
+
+        async def both_subscribed_arrived() -> bool:
+            return bool(receiver.bodies_for(wanted.id) and receiver.bodies_for(after.id))
+
+        await eventually(both_subscribed_arrived)
+        (request,) = receiver.bodies_for(wanted.id)
+
+    # What a merchant does: recompute the HMAC over "t.body" with the secret.
+    signature = request.headers["paymesh-signature"]
+    parts = dict(item.split("=", 1) for item in signature.split(","))
+    expected = hmac.new(endpoint.secret.encode(), f"{parts['t']}.".encode() + request.body, hashlib.sha256)
+    assert hmac.compare_digest(parts["v1"], expected.hexdigest())
+    assert abs(time.time() - int(parts["t"])) < 120
+    assert verify_signature(signature, request.body, endpoint.secret, now=time.time())
+    assert not verify_signature(signature, request.body + b" ", endpoint.secret, now=time.time())
+
+    body = json.loads(request.body)
+    assert (body["id"], body["type"]) == (wanted.id, "payment.succeeded")
+    assert body["payment_changed"]["payment"]["payee_id"] == merchant
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["paymesh-event-type"] == "payment.succeeded"
+    assert receiver.bodies_for(unsubscribed.id) == []  # not subscribed
+
+    async def listed_as_delivered() -> list[notify_pb2.Notification]:
+        listed = await notifications_of(notify, merchant, "MERCHANT")
+        webhooks = [n for n in listed if n.event_id == wanted.id and n.channel == notify_pb2.Notification.WEBHOOK]
+        # The receiver answered before the outcome was recorded: wait for it.
+        return webhooks if all(n.state == notify_pb2.Notification.DELIVERED for n in webhooks) else []
+
+    webhooks = await eventually(listed_as_delivered)
+    assert len(webhooks) == 1
+    assert json.loads(webhooks[0].body)["id"] == wanted.id
+
+
+async def test_a_failing_receiver_is_retried_then_dead_lettered(infra: Stack, notify: RunningNotify) -> None:
+    merchant = new_user()
+    with webhook_receiver(status=503) as receiver:
+        endpoint = await _endpoint(notify, merchant, receiver.url(), "*")
+        event = payment_event(new_user(), merchant)
+        await produce_events(infra, event)
+
+        async def dead_lettered() -> list[object]:
+            found = await notifications_of(notify, merchant, "MERCHANT")
+            return [
+                n
+                for n in found
+                if n.event_id == event.id
+                and n.channel == notify_pb2.Notification.WEBHOOK
+                and n.state == notify_pb2.Notification.DEAD_LETTERED
+            ]
+
+        (dead,) = await eventually(dead_lettered)
+        assert dead.attempts == notify.settings.delivery_max_attempts  # type: ignore[attr-defined]
+        assert len(receiver.bodies_for(event.id)) == notify.settings.delivery_max_attempts
+
+    async def in_dlq() -> list[object]:
+        records = await asyncio.to_thread(read_dlq_with_kcat, infra)
+        return [r for r in records if r.headers.get("dlq-endpoint-id") == endpoint.endpoint_id]
+
+    (record,) = await eventually(in_dlq)
+    headers = record.headers  # type: ignore[attr-defined]
+    assert headers["dlq-reason"] == "DELIVERY_FAILED"
+    assert headers["event-id"] == event.id
+    assert headers["dlq-channel"] == "WEBHOOK"
+    assert headers["dlq-attempts"] == str(notify.settings.delivery_max_attempts)
+    assert "503" in headers["dlq-error"]
+    assert record.value_length == len(event.SerializeToString())  # type: ignore[attr-defined]
+
+
+async def test_a_deleted_endpoint_receives_nothing_more(infra: Stack, notify: RunningNotify) -> None:
+    merchant = new_user()
+    with webhook_receiver() as receiver:
+        endpoint = await _endpoint(notify, merchant, receiver.url(), "payment.succeeded")
+        await notify.stub.DeleteWebhookEndpoint(
+            notify_pb2.DeleteWebhookEndpointRequest(endpoint_id=endpoint.endpoint_id),
+            metadata=as_user(merchant, "MERCHANT"),
+        )
+        event = payment_event(new_user(), merchant)
+        marker = payment_event(merchant, merchant)  # a deposit: an email for the merchant
+        marker.aggregate_id = event.aggregate_id
+        await produce_events(infra, event, marker)
+
+        async def marker_consumed() -> bool:
+            return any(n.event_id == marker.id for n in await notifications_of(notify, merchant, "MERCHANT"))
+
+        await eventually(marker_consumed)
+        await asyncio.sleep(0.5)
+        assert receiver.requests == []
+
+
+async def test_racing_workers_deliver_each_webhook_exactly_once(notify: RunningNotify) -> None:
+    """Several replicas claim from one table: SKIP LOCKED and the lease keep
+    them off each other's deliveries. Four workers here race the running
+    service's own worker (same database, same key)."""
+    settings = notify.settings.model_copy(update={"delivery_batch_size": 5})
+    engine = create_engine(settings)
+    store = NotifyStore(engine)
+    sealer = SecretSealer(parse_aes256_key(settings.secret_encryption_key.get_secret_value(), "key"))
+    dead_letters = DeadLetterProducer(kafka_producer_factory(settings.kafka_bootstrap_servers), settings.dlq_topic)
+    merchant = new_user()
+    events = [payment_event(new_user(), merchant, event_type="payment.race") for _ in range(40)]
+    try:
+        with webhook_receiver() as receiver:
+            endpoint_id = uuid.uuid4()
+            sealed = sealer.seal(str(endpoint_id), b"whsec_race")
+            await store.create_endpoint(endpoint_id, merchant, receiver.url(), ["payment.race"], sealed)
+            for event in events:
+                raw = event.SerializeToString()
+                incoming = IncomingEvent(uuid.UUID(event.id), event.type, raw, event_json(event))
+                assert await store.record_event(incoming, plan_for(event))
+
+            async with httpx.AsyncClient(timeout=2.0) as http:
+                sender = WebhookSender(http, sealer, timeout_seconds=2.0, allow_private_hosts=True)
+                mailer = SmtpMailer("127.0.0.1", 1, "x@y", 1.0)
+                workers = [
+                    DeliveryWorker(store, mailer, sender, dead_letters, retry_policy(settings)) for _ in range(4)
+                ]
+
+                async def drain(worker: DeliveryWorker) -> None:
+                    while await _pending(engine, endpoint_id):
+                        if not await worker.run_once():
+                            await asyncio.sleep(0.02)
+
+                await asyncio.gather(*(drain(worker) for worker in workers))
+
+            delivered = [r.headers["paymesh-event-id"] for r in receiver.requests]
+            assert sorted(delivered) == sorted(event.id for event in events)
+    finally:
+        await dead_letters.close()
+        await engine.dispose()
+
+
+async def _pending(engine: AsyncEngine, endpoint_id: uuid.UUID) -> int:
+    async with engine.connect() as conn:
+        query = select(func.count()).where(notification.c.endpoint_id == endpoint_id, notification.c.state == "PENDING")
+        return int(await conn.scalar(query))

@@ -1,0 +1,89 @@
+"""kill -9 of payment_svc in the middle of a payment; after a restart every payment finishes and the ledger holds.
+
+PAYMENT_CRASH_AFTER_STEP makes the process SIGKILL itself right after a saga
+step's row commits: a real kill -9 at a deterministic point. The restarted
+service (without the setting) must resume the payment from its step log,
+repeat no effect (the wallet and the processor see the same references), and
+complete the idempotency key, so the client's retry gets the final answer.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from devstack.stack import Stack
+from paymesh.payment.v1 import payment_pb2
+from tests.integration.payment_support import Mesh, PaymentProcess, ledger_invariants, start_dependencies
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def mesh(infra: Stack) -> AsyncIterator[Mesh]:
+    start_dependencies(infra)
+    PaymentProcess(infra).migrate()
+    clients = Mesh(infra)
+    yield clients
+    await clients.close()
+
+
+@pytest.mark.parametrize(
+    ("step", "source"),
+    [("hold", "wallet"), ("authorize", "card"), ("capture", "card"), ("credit", "card")],
+)
+async def test_a_payment_killed_after_a_step_is_finished_after_restart(
+    mesh: Mesh, infra: Stack, step: str, source: str
+) -> None:
+    alice, bob = f"alice-{uuid.uuid4().hex[:8]}", f"bob-{uuid.uuid4().hex[:8]}"
+    a, b = await mesh.wallet(alice, 1000), await mesh.wallet(bob)
+    key = f"crash-{step}-{uuid.uuid4().hex[:8]}"
+    wallet_source = source == "wallet"
+
+    crashing = PaymentProcess(infra, {"PAYMENT_CRASH_AFTER_STEP": step})
+    crashing.start()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await mesh.pay(
+                alice, key, source_wallet=a if wallet_source else "", card="" if wallet_source else "tok_visa",
+                destination=b, amount=400,
+            )  # fmt: skip
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert crashing.wait_exit() == -signal.SIGKILL
+    finally:
+        crashing.stop()
+
+    restarted = PaymentProcess(infra)
+    restarted.start()
+    try:
+        listed = await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(), metadata=[
+            ("x-paymesh-user-id", alice), ("x-paymesh-role", "CUSTOMER")
+        ])  # fmt: skip
+        assert len(listed.payments) == 1
+        payment = await mesh.wait_final(listed.payments[0].payment_id, alice)
+        assert payment.state == payment_pb2.Payment.SUCCEEDED
+        assert await mesh.balance(b, bob) == (400, 0)
+        assert await mesh.balance(a, alice) == ((600, 0) if source == "wallet" else (1000, 0))
+        # The client's retry gets the final answer, recorded by the recovery worker.
+        call = mesh.payments.CreatePayment(
+            payment_pb2.CreatePaymentRequest(
+                source=payment_pb2.PaymentSource(wallet_id=a)
+                if source == "wallet"
+                else payment_pb2.PaymentSource(card_token="tok_visa"),
+                destination_wallet_id=b,
+                amount=payment.amount,
+                capture_method=payment_pb2.AUTOMATIC,
+            ),
+            metadata=[("x-paymesh-user-id", alice), ("x-paymesh-role", "CUSTOMER"), ("idempotency-key", key)],
+        )
+        replay = await call
+        assert replay.payment_id == payment.payment_id
+        assert replay.state == payment_pb2.Payment.SUCCEEDED
+        assert dict(await call.trailing_metadata() or ())["idempotent-replayed"] == "true"
+        await ledger_invariants(infra, [payment.payment_id])
+    finally:
+        restarted.stop()
