@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
-
 from auth_svc.accounts import Account
 from paymesh.auth.v1 import auth_pb2
 from paymesh.events.v1 import events_pb2
+from paymesh_runtime.wire import timestamp
 
 USER_REGISTERED = "user.registered"
 
 
 def user_proto(account: Account) -> auth_pb2.User:
-    created = timestamp_pb2.Timestamp()
-    created.FromDatetime(account.created_at)
     return auth_pb2.User(
         user_id=account.user_id,
         email=account.email,
         display_name=account.display_name,
         account_type=account.role.value,  # the enum value's name
-        create_time=created,
+        create_time=timestamp(account.created_at),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from notify_svc import webhooks
 from notify_svc.store import EndpointRecord, NotificationRecord, NotifyStore, from_micros, micros
@@ -19,6 +19,7 @@ from paymesh_runtime import pagination
 from paymesh_runtime.errors import InvalidArgument, not_found
 from paymesh_runtime.identity import Context, User, require_merchant, require_user
 from paymesh_runtime.sealing import SecretSealer
+from paymesh_runtime.wire import timestamp
 
 Cursor = tuple[datetime, uuid.UUID]
 
@@ -114,14 +115,6 @@ def _token(moment: datetime, row_id: uuid.UUID, query: list[str]) -> str:
     return pagination.encode_token([micros(moment), str(row_id)], query)
 
 
-def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if moment is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _notification(row: NotificationRecord) -> notify_pb2.Notification:
     return notify_pb2.Notification(
         notification_id=str(row.notification_id),
@@ -133,8 +126,8 @@ def _notification(row: NotificationRecord) -> notify_pb2.Notification:
         body=row.body,
         state=row.state,
         attempts=row.attempts,
-        create_time=_timestamp(row.create_time),
-        delivered_time=_timestamp(row.delivered_time),
+        create_time=timestamp(row.create_time),
+        delivered_time=timestamp(row.delivered_time),
     )
 
 
@@ -144,5 +137,5 @@ def _endpoint(row: EndpointRecord) -> notify_pb2.WebhookEndpoint:
         owner_id=row.owner_id,
         url=row.url,
         event_types=list(row.event_types),
-        create_time=_timestamp(row.create_time),
+        create_time=timestamp(row.create_time),
     )

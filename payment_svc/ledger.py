@@ -21,10 +21,10 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from paymesh.common.v1 import money_pb2
 from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from paymesh_runtime.identity import ROLE_HEADER, USER_ID_HEADER, User
 from paymesh_runtime.money import Money
+from paymesh_runtime.wire import money_message
 
 SETTLEMENT = wallet_pb2.AccountRef(system_account=wallet_pb2.EXTERNAL_SETTLEMENT)
 
@@ -58,10 +58,6 @@ class LedgerUnavailable(Exception):
 
 def wallet_account(wallet_id: str) -> wallet_pb2.AccountRef:
     return wallet_pb2.AccountRef(wallet_id=wallet_id)
-
-
-def _money(value: Money) -> money_pb2.Money:
-    return money_pb2.Money(currency=value.currency, amount=value.amount)
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
@@ -113,7 +109,7 @@ class Ledger:
         request = wallet_pb2.CreateHoldRequest(
             reference=reference,
             wallet_id=wallet_id,
-            amount=_money(amount),
+            amount=money_message(amount),
             payment_id=payment_id,
             ttl_seconds=ttl_seconds,
         )
@@ -127,7 +123,7 @@ class Ledger:
         request = wallet_pb2.CaptureHoldRequest(
             reference=reference,
             hold_id=hold_id,
-            amount=_money(amount),
+            amount=money_message(amount),
             destination=destination,
             description=description,
         )
@@ -148,7 +144,7 @@ class Ledger:
     ) -> wallet_pb2.LedgerTransaction:
         request = wallet_pb2.PostTransactionRequest(
             reference=reference,
-            postings=[wallet_pb2.Posting(account=p.account, amount=_money(p.amount)) for p in postings],
+            postings=[wallet_pb2.Posting(account=p.account, amount=money_message(p.amount)) for p in postings],
             payment_id=payment_id,
             description=description,
         )

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from payment_svc.store import AnyRow
 from paymesh.common.v1 import money_pb2
 from paymesh.payment.v1 import payment_pb2
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+from paymesh_runtime.wire import timestamp
 
 
 def money(currency: str, amount: int) -> money_pb2.Money:
@@ -44,12 +34,14 @@ def payment(row: AnyRow, transitions: Sequence[AnyRow]) -> payment_pb2.Payment:
         description=row.description,
         failure_code=row.failure_code,
         failure_message=row.failure_message,
-        capture_before=_ts(row.capture_before),
-        create_time=_ts(row.create_time),
-        update_time=_ts(row.update_time),
+        capture_before=timestamp(row.capture_before),
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
     )
     message.transitions.extend(
-        payment_pb2.StateTransition(from_state=t.from_state, to_state=t.to_state, reason=t.reason, time=_ts(t.time))
+        payment_pb2.StateTransition(
+            from_state=t.from_state, to_state=t.to_state, reason=t.reason, time=timestamp(t.time)
+        )
         for t in transitions
     )
     return message
@@ -63,8 +55,8 @@ def refund(row: AnyRow) -> payment_pb2.Refund:
         reason=row.reason,
         state=row.state,
         failure_code=row.failure_code,
-        create_time=_ts(row.create_time),
-        update_time=_ts(row.update_time),
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
     )
 
 
@@ -77,6 +69,6 @@ def payout(row: AnyRow) -> payment_pb2.Payout:
         bank_account_token=row.bank_account_token,
         state=row.state,
         failure_code=row.failure_code,
-        create_time=_ts(row.create_time),
-        update_time=_ts(row.update_time),
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
     )

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from paymesh.common.v1 import money_pb2
 from paymesh.wallet.v1 import wallet_pb2
 from paymesh_runtime.money import Money
+from paymesh_runtime.wire import money_message, timestamp
 from wallet_svc.ledger import Account, Hold, LedgerTransaction, Posting
-
-
-def money(value: Money) -> money_pb2.Money:
-    return money_pb2.Money(currency=value.currency, amount=value.amount)
-
-
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def wallet(account: Account) -> wallet_pb2.Wallet:
@@ -28,9 +14,9 @@ def wallet(account: Account) -> wallet_pb2.Wallet:
         owner_id=account.owner_id or "",
         currency=account.currency,
         state=account.state.value,
-        posted_balance=money(Money(account.currency, account.posted)),
-        held_balance=money(Money(account.currency, account.held)),
-        available_balance=money(Money(account.currency, account.available)),
+        posted_balance=money_message(Money(account.currency, account.posted)),
+        held_balance=money_message(Money(account.currency, account.held)),
+        available_balance=money_message(Money(account.currency, account.available)),
         create_time=timestamp(account.created_at),
         update_time=timestamp(account.updated_at),
     )
@@ -42,8 +28,8 @@ def entry(posting: Posting) -> wallet_pb2.Entry:
         wallet_id=str(posting.account_id),
         transaction_id=str(posting.transaction_id),
         payment_id=posting.payment_id,
-        amount=money(posting.amount),
-        balance_after=money(Money(posting.amount.currency, posting.balance_after)),
+        amount=money_message(posting.amount),
+        balance_after=money_message(Money(posting.amount.currency, posting.balance_after)),
         description=posting.description,
         create_time=timestamp(posting.created_at),
     )
@@ -60,7 +46,7 @@ def transaction(tx: LedgerTransaction) -> wallet_pb2.LedgerTransaction:
         transaction_id=str(tx.id),
         reference=tx.reference,
         payment_id=tx.payment_id,
-        postings=[wallet_pb2.Posting(account=account_ref(p), amount=money(p.amount)) for p in tx.postings],
+        postings=[wallet_pb2.Posting(account=account_ref(p), amount=money_message(p.amount)) for p in tx.postings],
         description=tx.description,
         create_time=timestamp(tx.created_at),
     )
@@ -70,8 +56,8 @@ def hold(value: Hold) -> wallet_pb2.Hold:
     return wallet_pb2.Hold(
         hold_id=str(value.id),
         wallet_id=str(value.wallet_id),
-        amount=money(value.amount),
-        captured_amount=money(Money(value.amount.currency, value.captured_amount)),
+        amount=money_message(value.amount),
+        captured_amount=money_message(Money(value.amount.currency, value.captured_amount)),
         state=value.state.value,
         reference=value.reference,
         payment_id=value.payment_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from paymesh.events.v1 import events_pb2
 from paymesh_runtime.kafka import TOPIC_WALLETS
 from paymesh_runtime.money import Money
+from paymesh_runtime.wire import money_message
 from wallet_svc import convert
 from wallet_svc.ledger import Account, Posting
 
@@ -36,6 +37,6 @@ def wallet_posted(posting: Posting, owner_id: str, held_after: int) -> events_pb
         aggregate_type=AGGREGATE_TYPE,
         aggregate_id=str(posting.account_id),
         wallet_posted=events_pb2.WalletPosted(
-            entry=convert.entry(posting), owner_id=owner_id, available_balance=convert.money(available)
+            entry=convert.entry(posting), owner_id=owner_id, available_balance=money_message(available)
         ),
     )
