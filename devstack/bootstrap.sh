@@ -15,10 +15,11 @@ log() { printf '[bootstrap] %s\n' "$*"; }
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-# --- Debian packages: PostgreSQL 15, Redis 7, kcat ---------------------------
+# --- Debian packages: PostgreSQL 15, Redis 7, kcat, jq -----------------------
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v kcat >/dev/null || need_apt+=(kcat)
+command -v jq >/dev/null || need_apt+=(jq)  # the README's walkthrough
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
