@@ -109,6 +109,7 @@ class EventConsumer:
         dead_letters: DeadLetterProducer,
         make_consumer: ConsumerFactory,
         *,
+        consumer_group: str,
         retry_base_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
         rand: Callable[[], float] = random.random,
@@ -116,6 +117,7 @@ class EventConsumer:
         self._store = store
         self._dead_letters = dead_letters
         self._make_consumer = make_consumer
+        self._consumer_group = consumer_group
         self._retry_base = retry_base_seconds
         self._retry_max = retry_max_seconds
         self._random = rand
@@ -198,7 +200,8 @@ class EventConsumer:
         self, record: ConsumerRecord[Any, Any], headers: list[tuple[str, bytes]], reason: str, error: str
     ) -> str:
         log.warning("dead-lettering %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset, reason, error)
-        dlq_headers = poison_headers(headers, reason, error, record.topic, record.partition, record.offset)
+        source = (record.topic, record.partition, record.offset)
+        dlq_headers = poison_headers(headers, reason, error, source, self._consumer_group)
         try:
             await self._dead_letters.send(record.key, record.value, dlq_headers)
         except Exception as failure:

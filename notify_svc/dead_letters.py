@@ -3,7 +3,7 @@
 Two kinds of record go there, both with the reason in headers:
 - poison input from the consumer (`dlq-reason` UNDECODABLE, INVALID_ENVELOPE
   or REJECTED_BY_DATABASE): the record's key, value and headers exactly as
-  read, plus `dlq-source-topic/-partition/-offset`;
+  read, plus `dlq-source-topic/-partition/-offset` and `dlq-consumer-group`;
 - deliveries that failed every attempt (`dlq-reason` DELIVERY_FAILED): the
   event envelope, plus `dlq-channel`, `dlq-attempts`, `dlq-error`,
   `dlq-notification-id` and, for webhooks, `dlq-endpoint-id`.
@@ -26,8 +26,13 @@ MAX_HEADER_TEXT = 500
 
 
 def poison_headers(
-    original: Sequence[tuple[str, bytes]], reason: str, error: str, topic: str, partition: int, offset: int
+    original: Sequence[tuple[str, bytes]],
+    reason: str,
+    error: str,
+    source: tuple[str, int, int],
+    consumer_group: str,
 ) -> Headers:
+    topic, partition, offset = source
     return [
         *original,
         ("dlq-reason", reason.encode()),
@@ -36,6 +41,8 @@ def poison_headers(
         ("dlq-source-partition", str(partition).encode()),
         ("dlq-source-offset", str(offset).encode()),
         ("dlq-producer", PRODUCER.encode()),
+        # Which consumer group gave up on it: each group reads every record.
+        ("dlq-consumer-group", consumer_group.encode()),
     ]
 
 

@@ -50,6 +50,7 @@ async def build(settings: NotifySettings) -> app.ServiceApp:
         store,
         dead_letters,
         kafka_consumer_factory(settings.kafka_bootstrap_servers, settings.consumer_group, settings.consumer_topics),
+        consumer_group=settings.consumer_group,
         retry_max_seconds=settings.consumer_retry_max_seconds,
     )
     # No redirects (a 3xx is a failed attempt) and no proxies from the environment.

@@ -105,6 +105,11 @@ def require_merchant(context: Context) -> User:
     return user
 
 
+def has_service_token(context: Context) -> bool:
+    """Whether the caller presents a service identity at all (verify it with ServiceTokens.require)."""
+    return bool(_metadata(context).get(SERVICE_TOKEN_HEADER))
+
+
 class ServiceTokens:
     """Issues and verifies service-identity tokens with the mesh's shared secret."""
 

@@ -14,7 +14,15 @@ from paymesh.common.v1 import money_pb2
 from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from paymesh_runtime import pagination
 from paymesh_runtime.errors import InvalidArgument, PermissionDenied, not_found, validation_failed
-from paymesh_runtime.identity import Context, ServiceTokens, User, optional_user, require_admin, require_user
+from paymesh_runtime.identity import (
+    Context,
+    ServiceTokens,
+    User,
+    has_service_token,
+    optional_user,
+    require_admin,
+    require_user,
+)
 from paymesh_runtime.money import Money, currency_exponent, positive_money
 from wallet_svc import convert, ledger
 from wallet_svc.ledger import Account, AccountKey, SystemAccount, SystemRef, WalletRef
@@ -41,7 +49,7 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         return convert.wallet(await self._ledger.create_wallet(user.user_id, request.currency))
 
     async def GetWallet(self, request: wallet_pb2.GetWalletRequest, context: Context) -> wallet_pb2.Wallet:
-        if optional_user(context) is None:
+        if optional_user(context) is None and has_service_token(context):
             # An internal lookup without an end user (payment_svc learning a
             # destination wallet's owner and currency): only a mesh service may.
             self._tokens.require(context, INTERNAL_CALLERS)

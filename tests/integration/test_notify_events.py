@@ -93,7 +93,7 @@ async def test_a_poison_message_lands_in_the_dlq_and_the_partition_moves_on(
     )
 
     await eventually(lambda: _has_event(notify, payee, after.id))
-    dead = await eventually(lambda: _kcat_records_with_key(infra, key))
+    dead = await eventually(lambda: _kcat_records_with_key(infra, key, notify))
     assert len(dead) == 1
     record = dead[0]
     assert record.value_length == len(b"\xff\xfe not a protobuf")
@@ -103,16 +103,19 @@ async def test_a_poison_message_lands_in_the_dlq_and_the_partition_moves_on(
     assert record.headers["content-type"] == "application/x-protobuf"  # original headers kept
 
 
-async def _kcat_records_with_key(infra: Stack, key: str) -> list[object]:
+async def _kcat_records_with_key(infra: Stack, key: str, notify: RunningNotify) -> list[object]:
+    # Only this harness's dead letters: the stack's own notify_svc (another
+    # consumer group) may be reading the same topics and dead-letter them too.
     records = await asyncio.to_thread(read_dlq_with_kcat, infra)
-    return [r for r in records if r.key == key]
+    group = notify.settings.consumer_group
+    return [r for r in records if r.key == key and r.headers.get("dlq-consumer-group") == group]
 
 
 async def test_an_envelope_without_a_uuid_id_is_dead_lettered_as_invalid(infra: Stack, notify: RunningNotify) -> None:
     event = payment_event(new_user(), new_user())
     event.id = "not-a-uuid"
     await produce_events(infra, event)
-    dead = await eventually(lambda: _kcat_records_with_key(infra, event.aggregate_id))
+    dead = await eventually(lambda: _kcat_records_with_key(infra, event.aggregate_id, notify))
     assert dead[0].headers["dlq-reason"] == "INVALID_ENVELOPE"  # type: ignore[attr-defined]
 
 

@@ -151,7 +151,13 @@ async def test_get_wallet_without_a_user_is_an_internal_lookup_for_payment_svc_o
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         found = await stub.GetWallet(request, metadata=((SERVICE_TOKEN_HEADER, wallets.tokens.issue("payment_svc")),))
         assert (found.wallet_id, found.owner_id) == (wallet_id, owner)
-        await expect_error(stub.GetWallet(request), grpc.StatusCode.UNAUTHENTICATED, "SERVICE_IDENTITY_REQUIRED")
+        await expect_error(stub.GetWallet(request), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+        forged = (
+            (SERVICE_TOKEN_HEADER, ServiceTokens("another mesh's secret, 32+ characters long").issue("payment_svc")),
+        )
+        await expect_error(
+            stub.GetWallet(request, metadata=forged), grpc.StatusCode.UNAUTHENTICATED, "SERVICE_IDENTITY_REQUIRED"
+        )
         notify_token = ((SERVICE_TOKEN_HEADER, wallets.tokens.issue("notify_svc")),)
         await expect_error(
             stub.GetWallet(request, metadata=notify_token),
