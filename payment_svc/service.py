@@ -20,6 +20,8 @@ replayed as they were.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -94,6 +96,8 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     ) -> None:
         self._engine = engine
         self._saga = saga
+        # Sagas keep running when their caller hangs up (see _drive).
+        self._in_flight: set[asyncio.Task[Driven]] = set()
         self._ledger = ledger
         self._keys = keys
         self._events = events
@@ -146,8 +150,15 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     async def _drive(
         self, drive: Callable[[uuid.UUID], Awaitable[Driven]], resource_id: uuid.UUID, message_type: type[M]
     ) -> M:
+        # A client that cancels or times out must not stop the saga halfway
+        # (hold taken, payment not yet recorded): it would wait for recovery
+        # after the lease lapses. The work runs on; the caller's answer is lost,
+        # and a retry with the same Idempotency-Key gets it.
+        task = asyncio.ensure_future(drive(resource_id))
+        self._in_flight.add(task)
+        task.add_done_callback(_forget(self._in_flight))
         try:
-            driven = await drive(resource_id)
+            driven = await asyncio.shield(task)
         except Interrupted as interrupted:
             raise interrupted.error from None
         if driven.error is not None:
@@ -306,3 +317,17 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
                 "WEBHOOK_SIGNATURE_INVALID", f"webhook signature does not verify: {invalid}"
             ) from None
         return payment_pb2.HandleProcessorWebhookResponse(duplicate=duplicate)
+
+
+_log = logging.getLogger(__name__)
+
+
+def _forget(in_flight: set[asyncio.Task[Driven]]) -> Callable[[asyncio.Task[Driven]], None]:
+    """Drops a finished saga task and retrieves its outcome (its caller, if still there, handles it too)."""
+
+    def done(task: asyncio.Task[Driven]) -> None:
+        in_flight.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None and not isinstance(error, Interrupted):
+            _log.debug("saga task ended with %r", error)
+
+    return done
