@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
@@ -55,10 +56,32 @@ T = TypeVar("T")
 # --- the service ------------------------------------------------------------------
 
 
+HARNESS_DATABASE = "paymesh_notify_harness"
+
+
+def harness_database_url(stack: Stack) -> str:
+    """A notify database of the harness's own.
+
+    The stack's notify_svc (started for the end-to-end tests) runs on the same
+    PostgreSQL; sharing its database would let its delivery worker claim the
+    harness's deliveries and send them to other receivers and mail sinks.
+    """
+    return stack.database_url("notify").rsplit("/", 1)[0] + "/" + HARNESS_DATABASE
+
+
+async def _ensure_harness_database(stack: Stack) -> None:
+    conn = await asyncpg.connect(stack.database_url("notify", driver=""))
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", HARNESS_DATABASE):
+            await conn.execute(f"CREATE DATABASE {HARNESS_DATABASE}")
+    finally:
+        await conn.close()
+
+
 def settings_for(stack: Stack, **overrides: object) -> NotifySettings:
     values: dict[str, object] = {
         "grpc_port": 0,
-        "database_url": stack.database_url("notify"),
+        "database_url": harness_database_url(stack),
         "kafka_bootstrap_servers": stack.kafka_bootstrap,
         # Each harness its own group: it reads the topics from the start.
         "consumer_group": f"notify_svc_test_{uuid.uuid4().hex[:8]}",
@@ -78,7 +101,8 @@ def settings_for(stack: Stack, **overrides: object) -> NotifySettings:
 
 
 async def migrate(stack: Stack) -> None:
-    await asyncio.to_thread(migrations.upgrade, MIGRATIONS, stack.database_url("notify"))
+    await _ensure_harness_database(stack)
+    await asyncio.to_thread(migrations.upgrade, MIGRATIONS, harness_database_url(stack))
 
 
 @dataclass

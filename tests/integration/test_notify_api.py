@@ -17,6 +17,7 @@ from tests.integration.notify_support import (
     as_user,
     error_reason,
     eventually,
+    harness_database_url,
     migrate,
     new_user,
     notifications_of,
@@ -176,7 +177,7 @@ async def test_an_owner_lists_and_deletes_endpoints(notify: RunningNotify) -> No
 
 async def test_the_signing_secret_is_stored_encrypted(infra: Stack, notify: RunningNotify) -> None:
     endpoint = await _create(notify, new_user())
-    engine = create_async_engine(infra.database_url("notify"))
+    engine = create_async_engine(harness_database_url(infra))
     try:
         async with engine.connect() as conn:
             sealed = await conn.scalar(

@@ -21,6 +21,7 @@ from paymesh_runtime.kafka import TOPIC_PAYMENTS, TOPIC_USERS
 from tests.integration.notify_support import (
     RunningNotify,
     eventually,
+    harness_database_url,
     migrate,
     new_user,
     notifications_of,
@@ -158,7 +159,7 @@ async def test_a_transient_database_error_retries_the_event_without_losing_it(
     payer, payee = new_user(), new_user()
     event = payment_event(payer, payee, state=payment_pb2.Payment.FAILED)
     caplog.set_level(logging.WARNING, logger="notify_svc.consumer")
-    engine = create_async_engine(infra.database_url("notify"))
+    engine = create_async_engine(harness_database_url(infra))
     try:
         async with engine.connect() as conn:
             await conn.execute(text("LOCK TABLE processed_event IN ACCESS EXCLUSIVE MODE"))
