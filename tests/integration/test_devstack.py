@@ -31,8 +31,14 @@ pytestmark = pytest.mark.integration
 
 
 def _kcat(*args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-    """The real kcat binary (from Debian), as a developer would run it."""
-    return subprocess.run(["kcat", *args], input=input_text, capture_output=True, text=True, timeout=30)
+    """The real kcat binary (from Debian), as a developer would run it.
+
+    Topics also carry other tests' binary protobuf records: undecodable bytes
+    are replaced, not fatal.
+    """
+    return subprocess.run(
+        ["kcat", *args], input=input_text, capture_output=True, text=True, errors="replace", timeout=30
+    )
 
 
 def _kafka_metadata(stack: Stack) -> dict[str, Any]:
