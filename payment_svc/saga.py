@@ -701,23 +701,32 @@ class Saga:
             Posting(wallet_account(p.source_wallet_id), amount),
         ]
 
-        async def post(ref: str) -> str:
-            tx = await self._ledger.post(ref, postings, str(r.refund_id), f"refund of payment {p.payment_id}")
-            return str(tx.transaction_id)
-
-        try:
-            transaction_id = await self._run_step("refund", r.refund_id, "post", post)
-        except LedgerRefused as refused:
-            await self._commit_refund(
-                r, p, step="post", status="FAILED", to_state=RefundState.FAILED, reason=refused.failure_code,
-                values={"failure_code": refused.failure_code},
-            )  # fmt: skip
+        transaction_id = await self._post_refund_leg(r, p, "post", postings, f"refund of payment {p.payment_id}")
+        if transaction_id is None:
             return
-        except LedgerUnavailable:
-            raise Interrupted(dependency_unavailable("wallet_svc")) from None
         await self._commit_refund(
             r, p, step="post", result_ref=transaction_id, to_state=RefundState.SUCCEEDED, reason="refunded"
         )
+
+    async def _post_refund_leg(
+        self, r: AnyRow, p: AnyRow, step: str, postings: list[Posting], description: str
+    ) -> str | None:
+        """Posts a refund's ledger leg as saga step `step`; on a refusal fails the refund and returns None."""
+
+        async def post(ref: str) -> str:
+            tx = await self._ledger.post(ref, postings, str(r.refund_id), description)
+            return str(tx.transaction_id)
+
+        try:
+            return await self._run_step("refund", r.refund_id, step, post)
+        except LedgerRefused as refused:
+            await self._commit_refund(
+                r, p, step=step, status="FAILED", to_state=RefundState.FAILED, reason=refused.failure_code,
+                values={"failure_code": refused.failure_code},
+            )  # fmt: skip
+            return None
+        except LedgerUnavailable:
+            raise Interrupted(dependency_unavailable("wallet_svc")) from None
 
     async def _refund_card_payment(self, r: AnyRow, p: AnyRow) -> None:
         amount = Money(r.currency, r.amount)
@@ -726,20 +735,10 @@ class Saga:
         if debit is None or debit.status == "STARTED":
             postings = [Posting(wallet_account(p.destination_wallet_id), -amount), Posting(SETTLEMENT, amount)]
 
-            async def post(ref: str) -> str:
-                tx = await self._ledger.post(ref, postings, str(r.refund_id), f"card refund of payment {p.payment_id}")
-                return str(tx.transaction_id)
-
-            try:
-                transaction_id = await self._run_step("refund", r.refund_id, "debit", post)
-            except LedgerRefused as refused:
-                await self._commit_refund(
-                    r, p, step="debit", status="FAILED", to_state=RefundState.FAILED, reason=refused.failure_code,
-                    values={"failure_code": refused.failure_code},
-                )  # fmt: skip
+            description = f"card refund of payment {p.payment_id}"
+            transaction_id = await self._post_refund_leg(r, p, "debit", postings, description)
+            if transaction_id is None:
                 return
-            except LedgerUnavailable:
-                raise Interrupted(dependency_unavailable("wallet_svc")) from None
             await self._commit_refund(r, p, step="debit", result_ref=transaction_id)
 
         async def refund(ref: str) -> ProcessorResult:
