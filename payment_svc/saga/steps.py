@@ -1,0 +1,195 @@
+"""What every flow of the saga shares: the step log, leases, interruptions.
+
+A flow (payments, refunds, payouts) advances one leased resource at a time.
+Each external call is a step written STARTED (and the lease renewed) before
+the call, with the deterministic reference `<resource id>:<step>`; the flow
+commits the step's result together with the state change it causes. A call
+without a definitive answer raises Interrupted: the lease is given back with
+a growing delay and the recovery worker drives the resource again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from payment_svc import store
+from payment_svc.idempotency import OK, Recorded
+from payment_svc.processor import (
+    Processor,
+    ProcessorError,
+    ProcessorRejected,
+    ProcessorResult,
+    ProcessorUnavailable,
+)
+from payment_svc.store import AnyRow
+from paymesh_runtime.errors import Aborted, PaymeshError, Unavailable
+from paymesh_runtime.grpc_errors import status_for
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """A step got no definitive answer; the recovery worker resumes the resource later."""
+
+    def __init__(self, error: PaymeshError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class LeaseLost(Exception):
+    """Another replica took the resource over (this one was too slow); stop touching it."""
+
+
+def dependency_unavailable(what: str) -> Unavailable:
+    return Unavailable(
+        "DEPENDENCY_UNAVAILABLE",
+        f"{what} did not answer; the operation continues in the background, retry with the same idempotency key",
+    )
+
+
+def processor_unavailable(processor: str, resource_id: uuid.UUID) -> Unavailable:
+    return Unavailable(
+        "PROCESSOR_UNAVAILABLE",
+        "the payment processor is unavailable; nothing was charged",
+        metadata={"processor": processor, "resource_id": str(resource_id)},
+    )
+
+
+@dataclass(frozen=True)
+class SagaConfig:
+    worker_id: str
+    lease: timedelta
+    capture_window: timedelta
+    automatic_hold_ttl_seconds: int
+    payout_hold_ttl_seconds: int
+    retry_backoff: timedelta
+    max_retry_backoff: timedelta
+    crash_after_step: str = ""
+
+
+@dataclass(frozen=True)
+class Driven:
+    """Where a drive left a resource: its message, and the error its creating call answers with, if any."""
+
+    message: Any
+    error: PaymeshError | None = None
+
+
+def recorded_response(message: Any, error: PaymeshError | None) -> Recorded:
+    """What an idempotency key replays: the message, or the error the creating call answered with."""
+    if error is None:
+        return Recorded(OK, message.SerializeToString())
+    status = status_for(error)
+    return Recorded(status.code, status.SerializeToString())
+
+
+def kill_this_process(step: str) -> None:
+    log.warning("PAYMENT_CRASH_AFTER_STEP=%s: killing this process with SIGKILL", step)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Steps:
+    """The step log and the leases of payments, refunds and payouts."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        processor: Processor,
+        config: SagaConfig,
+        crash: Callable[[str], None] = kill_this_process,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self._processor = processor
+        self._crash = crash
+
+    @property
+    def owner(self) -> str:
+        return self.config.worker_id
+
+    async def load(self, kind: str, resource_id: uuid.UUID) -> AnyRow:
+        async with self.engine.connect() as conn:
+            row = await store.get_row(conn, kind, resource_id)
+        if row is None:
+            raise LookupError(f"{kind} {resource_id} vanished")
+        return row
+
+    async def of(self, resource_id: uuid.UUID) -> dict[str, AnyRow]:
+        """The steps recorded for a resource, by name."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(store.saga_steps.select().where(store.saga_steps.c.resource_id == resource_id))
+            return {row.step: row for row in rows}
+
+    async def run(self, kind: str, resource_id: uuid.UUID, step: str, call: Callable[[str], Awaitable[T]]) -> T:
+        """Renews the lease, records the step STARTED, then makes its call with the step's reference."""
+        reference = f"{resource_id}:{step}"
+        async with self.engine.begin() as conn:
+            if await store.claim(conn, kind, resource_id, self.owner, self.config.lease) is None:
+                raise LeaseLost(f"{kind} {resource_id}")
+            await store.start_step(conn, resource_id, step, reference)
+        return await call(reference)
+
+    async def processor_call(
+        self, resource_id: uuid.UUID, call: Callable[[], Awaitable[ProcessorResult]]
+    ) -> ProcessorResult:
+        """A processor call after which the saga must go on later when there is no definitive answer."""
+        try:
+            return await call()
+        except ProcessorRejected:
+            raise
+        except ProcessorUnavailable as error:
+            raise Interrupted(processor_unavailable(self._processor.name, resource_id)) from error
+        except ProcessorError as error:
+            raise Interrupted(dependency_unavailable("the payment processor")) from error
+
+    def after_commit(self, step: str | None, status: str) -> None:
+        """Crash tests: dies right after the configured step's result committed."""
+        if step and status == "DONE" and step == self.config.crash_after_step:
+            self._crash(step)
+
+    async def claim_locked(self, conn: AsyncConnection, kind: str, resource_id: uuid.UUID) -> None:
+        """Takes the lease of a row the caller has locked; ABORTED if another call works on it."""
+        if await store.claim(conn, kind, resource_id, self.owner, self.config.lease) is None:
+            raise Aborted(
+                "PAYMENT_IN_PROGRESS",
+                f"another operation on {kind} {resource_id} is running; retry shortly",
+                metadata={"resource_id": str(resource_id)},
+            )
+
+    async def claim(self, kind: str, resource_id: uuid.UUID) -> bool:
+        async with self.engine.begin() as conn:
+            return await store.claim(conn, kind, resource_id, self.owner, self.config.lease) is not None
+
+    async def drive(
+        self, kind: str, resource_id: uuid.UUID, advance: Callable[[uuid.UUID], Awaitable[Driven]]
+    ) -> Driven:
+        """Advances a leased resource, then gives the lease back (after an interruption, with a delay)."""
+        try:
+            driven = await advance(resource_id)
+        except LeaseLost:
+            raise Interrupted(dependency_unavailable("this replica's lease lapsed; another replica")) from None
+        except Exception:
+            row = await self.load(kind, resource_id)
+            await self._release(kind, resource_id, row.attempts, interrupted=True)
+            raise
+        await self._release(kind, resource_id, 0, interrupted=False)
+        return driven
+
+    async def _release(self, kind: str, resource_id: uuid.UUID, attempts: int, *, interrupted: bool) -> None:
+        """Gives the lease back; after an interruption with a growing delay before the next attempt."""
+        delay = None
+        if interrupted:
+            base = self.config.retry_backoff.total_seconds()
+            delay = timedelta(seconds=min(base * 2 ** min(attempts, 16), self.config.max_retry_backoff.total_seconds()))
+        async with self.engine.begin() as conn:
+            await store.release(conn, kind, resource_id, self.owner, delay)
