@@ -69,6 +69,8 @@ class WebhookEvent:
     type: str
     processor_ref: str
     outcome: Outcome
+    # The kind of object the event is about: "payout", "refund", ...
+    object_kind: str
     decline_code: str = ""
     data: Mapping[str, str] = field(default_factory=dict)
 

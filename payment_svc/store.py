@@ -97,6 +97,9 @@ refunds = Table(
     Column("state", String, nullable=False),
     Column("failure_code", String, nullable=False, server_default=""),
     Column("processor_ref", String),
+    # PENDING while the processor settles the refund; SUCCEEDED or DECLINED from its webhook.
+    Column("processor_outcome", String),
+    Column("processor_decline_code", String, nullable=False, server_default=""),
     *_work_columns(),
 )
 
@@ -237,6 +240,27 @@ async def refund_by_processor_ref(conn: AsyncConnection, processor_ref: str) -> 
     return (await conn.execute(select(refunds).where(refunds.c.processor_ref == processor_ref))).first()
 
 
+async def store_processor_outcome(
+    conn: AsyncConnection, kind: str, resource_id: uuid.UUID, outcome: str, decline_code: str
+) -> bool:
+    """Records a final outcome the processor reported by webhook, once; True if this call stored it.
+
+    Only where none is stored yet (a payout) or the refund waits for it; the
+    resource is due for the recovery worker at once.
+    """
+    table, id_column = WORKED[kind]
+    waiting = table.c.processor_outcome.is_(None) if kind == "payout" else table.c.processor_outcome == "PENDING"
+    row = (
+        await conn.execute(
+            table.update()
+            .where(id_column == resource_id, waiting)
+            .values(processor_outcome=outcome, processor_decline_code=decline_code, next_attempt_at=func.now())
+            .returning(id_column)
+        )
+    ).first()
+    return row is not None
+
+
 # --- writes ---------------------------------------------------------------------------
 
 
@@ -333,7 +357,8 @@ def _needs_work(kind: str) -> Any:
         p = payments
         return or_(p.c.state.in_(["PENDING", "PROCESSING"]), p.c.requested_action.is_not(None))
     if kind == "refund":
-        return refunds.c.state == "PENDING"
+        # A refund the processor is still settling waits for its webhook, not for the recovery worker.
+        return and_(refunds.c.state == "PENDING", refunds.c.processor_outcome.is_distinct_from("PENDING"))
     o = payouts
     return or_(o.c.state == "PENDING", and_(o.c.state == "PROCESSING", o.c.processor_outcome.is_not(None)))
 

@@ -1,26 +1,31 @@
 """Asynchronous processor results: signed webhooks, verified, deduplicated by event id, applied once.
 
 A payout the processor accepted (PROCESSING) waits for `payout.paid` or
-`payout.failed`. The event is verified by the adapter (signature and
-timestamp), its id is recorded in the same transaction that stores the
-outcome on the payout (a redelivery finds the id and changes nothing), and
-the saga then captures the hold into the settlement account or releases it.
-An event for a payout not known yet answers NOT_FOUND without recording the
-id, so the processor's retry delivers it again later.
+`payout.failed`; a card refund it accepted as pending stays PENDING until
+the refund's event reports success or failure. The event is verified by the
+adapter (signature and timestamp), its id is recorded in the same
+transaction that stores the outcome on the payout or refund (a redelivery
+finds the id and changes nothing), and the saga then settles the resource:
+capture or release the payout's hold; finish the refund, or reverse the
+payee's debit when the card refund failed. An event for a resource not known
+yet answers NOT_FOUND without recording the id, so the processor's retry
+delivers it again later. Events about other objects are recorded and
+acknowledged.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 
-from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_svc import store
 from payment_svc.processor import Outcome, Processor, WebhookEvent
 from payment_svc.saga import Saga
 from paymesh_runtime.errors import not_found
+
+# Object kinds whose final outcome a webhook settles, with their lookup by processor reference.
+_SETTLED_BY_WEBHOOK = {"payout": store.payout_by_processor_ref, "refund": store.refund_by_processor_ref}
 
 
 class WebhookHandler:
@@ -34,33 +39,29 @@ class WebhookHandler:
         if processor != self._processor.name:
             raise not_found("processor", processor)
         event = self._processor.parse_webhook(body, headers)
-        if event.type.startswith("payout."):
-            return await self._payout_result(event)
+        if event.object_kind in _SETTLED_BY_WEBHOOK:
+            return await self._result(event)
         async with self._engine.begin() as conn:
             fresh = await store.record_webhook_event(conn, processor, event.event_id, event.type, event.processor_ref)
         return not fresh
 
-    async def _payout_result(self, event: WebhookEvent) -> bool:
-        payout_id: uuid.UUID | None = None
+    async def _result(self, event: WebhookEvent) -> bool:
+        kind = event.object_kind
+        settled = None
         async with self._engine.begin() as conn:
-            payout = await store.payout_by_processor_ref(conn, event.processor_ref)
-            if payout is None:
-                raise not_found("payout", event.processor_ref)
+            resource = await _SETTLED_BY_WEBHOOK[kind](conn, event.processor_ref)
+            if resource is None:
+                raise not_found(kind, event.processor_ref)
             fresh = await store.record_webhook_event(
                 conn, self._processor.name, event.event_id, event.type, event.processor_ref
             )
             final = event.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED)
-            if fresh and final and payout.processor_outcome is None:
-                await conn.execute(
-                    store.payouts.update()
-                    .where(store.payouts.c.payout_id == payout.payout_id, store.payouts.c.processor_outcome.is_(None))
-                    .values(
-                        processor_outcome=event.outcome.value,
-                        processor_decline_code=event.decline_code,
-                        next_attempt_at=func.now(),
-                    )
+            resource_id = resource.payout_id if kind == "payout" else resource.refund_id
+            if fresh and final:
+                stored = await store.store_processor_outcome(
+                    conn, kind, resource_id, event.outcome.value, event.decline_code
                 )
-                payout_id = payout.payout_id
-        if payout_id is not None:
-            await self._saga.try_drive("payout", payout_id)
+                settled = resource_id if stored else None
+        if settled is not None:
+            await self._saga.try_drive(kind, settled)
         return not fresh

@@ -13,7 +13,7 @@ second effect; the same key with another body or path is 409
     POST /v1/authorizations               {card_token, amount, currency}
     POST /v1/authorizations/{id}/capture  {amount?, currency?}   amount <= authorized
     POST /v1/authorizations/{id}/void     {}
-    POST /v1/refunds                      {authorization, amount?, currency?}  total <= captured
+    POST /v1/refunds                      {authorization, amount?, currency?}  total <= captured; may be pending
     POST /v1/payouts                      {bank_account_token, amount, currency}  -> pending, then a webhook
     GET  /v1/{authorizations|refunds|payouts|events}[/{id}]   lists take ?idempotency_key=
     GET  /healthz
@@ -21,8 +21,9 @@ second effect; the same key with another body or path is 409
 
 Tokens choose the outcome like Stripe's test cards (see ``tokens``). A decline
 is HTTP 402 ``card_error`` with a ``decline_code`` and the declined object's
-``object_id``. Payouts settle after ``payout_settle_seconds`` and are
-reported by a webhook signed ``Paymesh-Signature: t=<unix>,v1=<hex
+``object_id``. Payouts settle after ``payout_settle_seconds``, and refunds of
+``tok_refundPending`` / ``tok_refundFail`` cards are pending and settle after
+``refund_settle_seconds``; each is reported by a webhook signed ``Paymesh-Signature: t=<unix>,v1=<hex
 HMAC-SHA256(secret, "<t>.<body>")>``, retried with backoff until a 2xx.
 
     python -m devstack.processor_sim --port 8091 --webhook-url URL --webhook-secret S

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--hang-seconds", type=float, default=float(_env("hang_seconds", "30")))
     add("--payout-settle-seconds", type=float, default=float(_env("payout_settle_seconds", "1")))
+    add("--refund-settle-seconds", type=float, default=float(_env("refund_settle_seconds", "1")))
     add("--seed", type=int, default=None, help="seed of the fault dice (reproducible runs)")
     return parser
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         lost_response_rate=args.lost_response_rate,
         hang_seconds=args.hang_seconds,
         payout_settle_seconds=args.payout_settle_seconds,
+        refund_settle_seconds=args.refund_settle_seconds,
     )
 
     def sender(ledger: Ledger, stopping: threading.Event) -> WebhookSender:

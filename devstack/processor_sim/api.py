@@ -16,7 +16,7 @@ from typing import Any
 
 from devstack.processor_sim.idempotency import IdempotencyStore, fingerprint
 from devstack.processor_sim.ledger import ApiError, JsonObject, Ledger, invalid
-from devstack.processor_sim.tokens import BANK_TOKENS, CARD_TOKENS, Behaviour, Effect
+from devstack.processor_sim.tokens import APPROVE, BANK_TOKENS, CARD_TOKENS, Behaviour, Effect
 from devstack.processor_sim.webhooks import WebhookSender
 
 log = logging.getLogger("processor_sim")
@@ -39,6 +39,7 @@ class Faults:
     lose_next: int = 0  # the next N POSTs lose their response like lost_response_rate
     hang_seconds: float = 30.0  # how long *_timeout tokens hang
     payout_settle_seconds: float = 1.0  # pending payout → paid/failed (and its webhook)
+    refund_settle_seconds: float = 1.0  # pending refund (tok_refundPending, tok_refundFail) → succeeded/failed
 
     def update(self, changes: JsonObject) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -161,7 +162,12 @@ class Simulator:
         return 200, self.ledger.void(match.group(1))
 
     def _refund(self, _: re.Match[str], body: JsonObject, key: str) -> tuple[int, JsonObject]:
-        return 200, self.ledger.refund(_string(body, "authorization"), _amount(body), _currency(body), key)
+        auth_id = _string(body, "authorization")
+        behaviour = CARD_TOKENS.get(self.ledger.card_token_of(auth_id), APPROVE)
+        refund = self.ledger.refund(auth_id, _amount(body), _currency(body), key, pending=behaviour.refunds_pending)
+        if behaviour.refunds_pending:
+            self._later(self.faults.refund_settle_seconds, self._settle_refund, refund["id"], behaviour)
+        return 200, refund
 
     def _payout(self, _: re.Match[str], body: JsonObject, key: str) -> tuple[int, JsonObject]:
         token = _string(body, "bank_account_token")
@@ -172,15 +178,25 @@ class Simulator:
         )
         if behaviour.effect is Effect.DECLINE:
             return _declined(payout, behaviour)
-        timer = threading.Timer(self.faults.payout_settle_seconds, self._settle, (payout["id"], behaviour))
-        timer.daemon = True
-        timer.start()
+        self._later(self.faults.payout_settle_seconds, self._settle_payout, payout["id"], behaviour)
         return 200, payout
 
-    def _settle(self, payout_id: str, behaviour: Behaviour) -> None:
-        payout = self.ledger.settle_payout(payout_id, behaviour.settle_failure)
-        event = self.ledger.record_event(f"payout.{payout['status']}", payout)
-        log.info("payout %s settled: %s (event %s)", payout_id, payout["status"], event["id"])
+    @staticmethod
+    def _later(seconds: float, settle: Callable[[str, Behaviour], None], object_id: str, behaviour: Behaviour) -> None:
+        timer = threading.Timer(seconds, settle, (object_id, behaviour))
+        timer.daemon = True
+        timer.start()
+
+    def _settle_payout(self, payout_id: str, behaviour: Behaviour) -> None:
+        self._announce(self.ledger.settle_payout(payout_id, behaviour.settle_failure))
+
+    def _settle_refund(self, refund_id: str, behaviour: Behaviour) -> None:
+        self._announce(self.ledger.settle_refund(refund_id, behaviour.settle_failure))
+
+    def _announce(self, settled: JsonObject) -> None:
+        """A signed webhook reports the settled payout or refund (`payout.paid`, `refund.failed`...)."""
+        event = self.ledger.record_event(f"{settled['object']}.{settled['status']}", settled)
+        log.info("%s %s settled: %s (event %s)", settled["object"], settled["id"], settled["status"], event["id"])
         self.sender.send(event)
 
     # --- reads and config ---------------------------------------------------------

@@ -94,7 +94,9 @@ class Ledger:
             return dict(auth)
 
     # --- refunds -------------------------------------------------------------------
-    def refund(self, auth_id: str, amount: int | None, currency: str | None, key: str) -> JsonObject:
+    def refund(
+        self, auth_id: str, amount: int | None, currency: str | None, key: str, *, pending: bool = False
+    ) -> JsonObject:
         with self._lock:
             auth = self._authorization(auth_id)
             _same_currency(auth, currency)
@@ -108,7 +110,7 @@ class Ledger:
             refund: JsonObject = {
                 "id": new_id("re"),
                 "object": "refund",
-                "status": "succeeded",
+                "status": "pending" if pending else "succeeded",
                 "authorization": auth_id,
                 "amount": amount,
                 "currency": auth["currency"],
@@ -117,6 +119,21 @@ class Ledger:
             }
             self._books.refunds[refund["id"]] = refund
             return dict(refund)
+
+    def settle_refund(self, refund_id: str, failure_code: str) -> JsonObject:
+        """pending → succeeded, or → failed with `failure_code` (the money goes back to the balance)."""
+        with self._lock:
+            refund = self._books.refunds[refund_id]
+            if refund["status"] == "pending":
+                refund["status"] = "failed" if failure_code else "succeeded"
+                refund["failure_code"] = failure_code
+                if failure_code:
+                    self._books.authorizations[refund["authorization"]]["amount_refunded"] -= refund["amount"]
+            return dict(refund)
+
+    def card_token_of(self, auth_id: str) -> str:
+        with self._lock:
+            return str(self._authorization(auth_id)["card_token"])
 
     # --- payouts -------------------------------------------------------------------
     def payout(

@@ -21,8 +21,10 @@ class Effect(enum.Enum):
 class Behaviour:
     effect: Effect
     decline_code: str = ""
-    # Payouts only: accepted (pending) now, fails with this code when it settles.
+    # Accepted (pending) now, fails with this code when it settles: payouts, and refunds if refunds_pending.
     settle_failure: str = ""
+    # Cards only: refunds of this card are pending first and settled later by a webhook.
+    refunds_pending: bool = False
 
 
 APPROVE = Behaviour(Effect.APPROVE)
@@ -36,6 +38,10 @@ CARD_TOKENS: dict[str, Behaviour] = {
     "tok_expiredCard": Behaviour(Effect.DECLINE, decline_code="expired_card"),
     "tok_processingError": Behaviour(Effect.PROCESSING_ERROR),
     "tok_timeout": Behaviour(Effect.HANG),
+    # Charges succeed; refunds are pending, then succeed (tok_refundPending) or fail (tok_refundFail, like
+    # Stripe's pm_card_refundFail) by webhook after refund_settle_seconds.
+    "tok_refundPending": Behaviour(Effect.APPROVE, refunds_pending=True),
+    "tok_refundFail": Behaviour(Effect.APPROVE, settle_failure="expired_or_canceled_card", refunds_pending=True),
 }
 
 BANK_TOKENS: dict[str, Behaviour] = {

@@ -122,6 +122,7 @@ class SimulatorProcessor:
             type=event_type,
             processor_ref=ref,
             outcome=outcome,
+            object_kind=kind,
             decline_code=str(obj.get("failure_code") or obj.get("decline_code") or ""),
             data=data,
         )

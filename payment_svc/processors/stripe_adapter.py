@@ -188,6 +188,7 @@ class StripeProcessor:
             type=event_type,
             processor_ref=ref,
             outcome=outcome,
+            object_kind=kind,
             decline_code=_failure_code(obj) if outcome is Outcome.DECLINED else "",
             data=data,
         )

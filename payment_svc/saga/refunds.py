@@ -5,7 +5,9 @@ created (CHECK refund_reserved <= amount_captured), so racing refunds cannot
 pass the captured amount; a failed refund gives its reservation back.
   wallet payment: post payee → payer.
   card payment:   debit the payee into settlement, then refund the card; a
-                  processor refusal reverses the debit.
+                  processor refusal reverses the debit. A refund the
+                  processor accepts as pending rests PENDING until its
+                  webhook reports success or failure (payment_svc.webhooks).
 """
 
 from __future__ import annotations
@@ -77,9 +79,11 @@ class RefundFlow:
 
     async def _advance(self, refund_id: uuid.UUID) -> Driven:
         r = await self._steps.load("refund", refund_id)
-        p = await self._steps.load("payment", r.payment_id)
-        if RefundState(r.state) is RefundState.PENDING:
-            if p.source_wallet_id:
+        if RefundState(r.state) is RefundState.PENDING and r.processor_outcome != "PENDING":
+            p = await self._steps.load("payment", r.payment_id)
+            if r.processor_outcome is not None:
+                await self._settle(r, p)
+            elif p.source_wallet_id:
                 await self._refund_wallet_payment(r, p)
             else:
                 await self._refund_card_payment(r, p)
@@ -91,16 +95,18 @@ class RefundFlow:
         r: AnyRow,
         p: AnyRow,
         *,
-        step: str,
+        step: str | None,
         status: str = "DONE",
         result_ref: str = "",
         to_state: RefundState | None = None,
         reason: str = "",
         values: dict[str, Any] | None = None,
     ) -> None:
+        """One transaction: step result, state change + transition, event, idempotency response."""
         owner = self._steps.owner
         async with self._steps.engine.begin() as conn:
-            await store.finish_step(conn, r.refund_id, step, status, result_ref, reason)
+            if step is not None:
+                await store.finish_step(conn, r.refund_id, step, status, result_ref, reason)
             if to_state is None:
                 row = await store.update_leased(conn, "refund", r.refund_id, owner, values or {})
             else:
@@ -113,11 +119,12 @@ class RefundFlow:
                 raise LeaseLost(f"refund {r.refund_id}")
             if to_state is not None:
                 await store.settle_refund(conn, r.payment_id, r.amount, succeeded=to_state is RefundState.SUCCEEDED)
-                message = views.refund(row)
                 await self._events.refund_changed(
-                    conn, message, payer_id=p.payer_id, payee_id=p.payee_id, created=False
+                    conn, views.refund(row), payer_id=p.payer_id, payee_id=p.payee_id, created=False
                 )
-                await self._keys.complete(conn, r.refund_id, recorded_response(message, None))
+            if to_state is not None or row.processor_outcome == "PENDING":
+                # Final, or resting until the processor's webhook: CreateRefund answers with it.
+                await self._keys.complete(conn, r.refund_id, recorded_response(views.refund(row), None))
         self._steps.after_commit(step, status)
 
     async def _refund_wallet_payment(self, r: AnyRow, p: AnyRow) -> None:
@@ -174,18 +181,33 @@ class RefundFlow:
         except ProcessorRejected as error:
             result = ProcessorResult(Outcome.DECLINED, "", "processor_rejected", error.message)
         if result.outcome is Outcome.DECLINED:
-            code = result.decline_code or "refund_declined"
-            await self._reverse_debit(r, p, amount)
+            await self._fail_card_refund(r, p, result.decline_code, step="refund")
+        elif result.outcome is Outcome.PENDING:
+            # Accepted; the processor reports the result later by webhook. The refund rests PENDING until then.
             await self._commit(
-                r, p, step="refund", status="FAILED", to_state=RefundState.FAILED,
-                reason=code, values={"failure_code": code},
+                r, p, step="refund", result_ref=result.processor_ref,
+                values={"processor_ref": result.processor_ref, "processor_outcome": Outcome.PENDING.value},
             )  # fmt: skip
-            return
-        # SUCCEEDED, or PENDING: accepted by the processor, which settles it with the card network.
+        else:
+            await self._commit(
+                r, p, step="refund", result_ref=result.processor_ref, to_state=RefundState.SUCCEEDED,
+                reason="refunded", values={"processor_ref": result.processor_ref or None},
+            )  # fmt: skip
+
+    async def _settle(self, r: AnyRow, p: AnyRow) -> None:
+        """Applies the outcome the processor's webhook reported for a pending card refund."""
+        if r.processor_outcome == Outcome.SUCCEEDED:
+            await self._commit(r, p, step=None, to_state=RefundState.SUCCEEDED, reason="refunded")
+        else:
+            await self._fail_card_refund(r, p, r.processor_decline_code, step=None)
+
+    async def _fail_card_refund(self, r: AnyRow, p: AnyRow, decline_code: str, *, step: str | None) -> None:
+        """The card was not refunded: the payee's debit goes back, then the refund fails."""
+        code = decline_code or "refund_declined"
+        await self._reverse_debit(r, p, Money(r.currency, r.amount))
         await self._commit(
-            r, p, step="refund", result_ref=result.processor_ref, to_state=RefundState.SUCCEEDED, reason="refunded",
-            values={"processor_ref": result.processor_ref or None},
-        )  # fmt: skip
+            r, p, step=step, status="FAILED", to_state=RefundState.FAILED, reason=code, values={"failure_code": code}
+        )
 
     async def _reverse_debit(self, r: AnyRow, p: AnyRow, amount: Money) -> None:
         postings = [Posting(SETTLEMENT, -amount), Posting(wallet_account(p.destination_wallet_id), amount)]

@@ -92,7 +92,8 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def sim(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
     log = tmp_path_factory.mktemp("processor_sim") / "sim.log"
-    args = ["--hang-seconds", str(HANG_SECONDS), "--payout-settle-seconds", "0.2", "--webhook-retry-seconds", "0.1"]
+    args = ["--hang-seconds", str(HANG_SECONDS), "--payout-settle-seconds", "0.2", "--refund-settle-seconds", "0.2"]
+    args += ["--webhook-retry-seconds", "0.1"]
     with SimulatorProcess(log, webhook_url=receiver.url, webhook_secret=SECRET, extra_args=args) as process:
         yield process
 
@@ -304,6 +305,47 @@ async def test_a_payout_is_pending_until_a_signed_webhook_reports_its_result(
     assert event.event_id.startswith("evt_")
     # gRPC metadata through Envoy arrives lowercased; the lookup does not care.
     assert processor.parse_webhook(body, {k.lower(): v for k, v in headers.items()}) == event
+
+
+@pytest.mark.parametrize(
+    ("card", "event_type", "outcome", "decline_code", "refundable_after"),
+    [
+        ("tok_refundPending", "refund.succeeded", Outcome.SUCCEEDED, "", 0),
+        ("tok_refundFail", "refund.failed", Outcome.DECLINED, "expired_or_canceled_card", 1500),
+    ],
+)
+async def test_a_pending_card_refund_is_settled_by_a_signed_webhook(
+    processor: ProcessorClient,
+    receiver: Receiver,
+    card: str,
+    event_type: str,
+    outcome: Outcome,
+    decline_code: str,
+    refundable_after: int,
+) -> None:
+    amount = Money(USD, 1500)
+    auth = await processor.authorize(idempotency_key=key(), card_token=card, amount=amount)
+    await processor.capture(idempotency_key=key(), authorization_ref=auth.processor_ref, amount=amount)
+    refund = await processor.refund(idempotency_key=key(), authorization_ref=auth.processor_ref, amount=amount)
+    assert refund.outcome is Outcome.PENDING
+    assert refund.processor_ref.startswith("re_")
+
+    headers, body = poll_until(lambda: receiver.for_event_of(refund.processor_ref), timeout=10)[0]
+    event = processor.parse_webhook(body, headers)
+    assert (event.type, event.object_kind, event.processor_ref, event.outcome, event.decline_code) == (
+        event_type,
+        "refund",
+        refund.processor_ref,
+        outcome,
+        decline_code,
+    )
+    # A failed refund gives the money back to the charge: it can be refunded again, never beyond it.
+    if refundable_after:
+        again = Money(USD, refundable_after)
+        retried = await processor.refund(idempotency_key=key(), authorization_ref=auth.processor_ref, amount=again)
+        assert retried.outcome is Outcome.PENDING
+    with pytest.raises(ProcessorRejected):
+        await processor.refund(idempotency_key=key(), authorization_ref=auth.processor_ref, amount=Money(USD, 1))
 
 
 async def test_a_bank_account_the_processor_refuses_is_declined_at_once(processor: ProcessorClient) -> None:

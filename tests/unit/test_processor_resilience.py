@@ -344,7 +344,9 @@ class FlakyProcessor:
         return await self._answer("payout", idempotency_key)
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
-        return WebhookEvent(event_id="evt_1", type="payout.paid", processor_ref="po_1", outcome=Outcome.SUCCEEDED)
+        return WebhookEvent(
+            event_id="evt_1", type="payout.paid", processor_ref="po_1", outcome=Outcome.SUCCEEDED, object_kind="payout"
+        )
 
     async def aclose(self) -> None:
         self.closed = True
