@@ -143,6 +143,8 @@ saga_steps = Table(
     Column("result_ref", String, nullable=False, server_default=""),
     Column("detail", String, nullable=False, server_default=""),
     Column("attempts", Integer, nullable=False, server_default="1"),
+    # The replica (lease owner) that last started the step.
+    Column("worker", String, nullable=False, server_default=""),
     Column("started_at", _TS, nullable=False, server_default=func.now()),
     Column("updated_at", _TS, nullable=False, server_default=func.now()),
 )
@@ -415,15 +417,17 @@ async def get_step(conn: AsyncConnection, resource_id: uuid.UUID, step: str) -> 
     return (await conn.execute(select(s).where(s.c.resource_id == resource_id, s.c.step == step))).first()
 
 
-async def start_step(conn: AsyncConnection, resource_id: uuid.UUID, step: str, reference: str) -> AnyRow:
-    """Records that a step's external call is about to run (again); returns the step row."""
+async def start_step(
+    conn: AsyncConnection, resource_id: uuid.UUID, step: str, reference: str, worker: str
+) -> AnyRow:
+    """Records that `worker` is about to make a step's external call (again); returns the step row."""
     s = saga_steps
     statement = (
         insert(s)
-        .values(resource_id=resource_id, step=step, reference=reference, status="STARTED")
+        .values(resource_id=resource_id, step=step, reference=reference, status="STARTED", worker=worker)
         .on_conflict_do_update(
             index_elements=[s.c.resource_id, s.c.step],
-            set_={"attempts": s.c.attempts + 1, "updated_at": func.now()},
+            set_={"attempts": s.c.attempts + 1, "worker": worker, "updated_at": func.now()},
         )
         .returning(s)
     )

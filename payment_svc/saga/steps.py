@@ -136,7 +136,7 @@ class Steps:
         async with self.engine.begin() as conn:
             if await store.claim(conn, kind, resource_id, self.owner, self.config.lease) is None:
                 raise LeaseLost(f"{kind} {resource_id}")
-            await store.start_step(conn, resource_id, step, reference)
+            await store.start_step(conn, resource_id, step, reference, self.owner)
         return await call(reference)
 
     async def processor_call(

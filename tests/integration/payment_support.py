@@ -65,14 +65,16 @@ def usd(amount: int) -> money_pb2.Money:
 
 
 class PaymentProcess:
-    """One payment_svc process on the stack's payment port."""
+    """One payment_svc process, on the stack's payment port unless `port` names another (a second replica)."""
 
-    def __init__(self, stack: Stack, env: dict[str, str] | None = None) -> None:
+    def __init__(self, stack: Stack, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.stack = stack
         self.env = {**os.environ, **stack.env("payment"), **TEST_ENV, **(env or {})}
+        if port is not None:
+            self.env |= {"PAYMENT_GRPC_PORT": str(port), "PAYMENT_METRICS_PORT": "0"}
         self.process: subprocess.Popen[bytes] | None = None
-        self.address = f"127.0.0.1:{stack.ports.payment}"
-        self.log_path = stack.run_dir / "logs" / "payment-test.log"
+        self.address = f"127.0.0.1:{port or stack.ports.payment}"
+        self.log_path = stack.run_dir / "logs" / f"payment-test-{port or stack.ports.payment}.log"
 
     def migrate(self) -> None:
         subprocess.run([sys.executable, "-m", "payment_svc", "migrate"], env=self.env, check=True, capture_output=True)

@@ -1,4 +1,4 @@
-"""Card refunds the processor settles later: the outcome its webhook reports.
+"""Card refunds the processor settles later, and which replica ran each saga step.
 
 Revision ID: 0003
 Revises: 0002
@@ -7,6 +7,9 @@ A processor may accept a card refund as pending and report success or failure
 later by a signed webhook. `processor_outcome` is PENDING while the refund
 waits (the recovery worker leaves it alone), then SUCCEEDED or DECLINED once
 the webhook stored it; one refund per processor reference.
+
+`saga_steps.worker` names the payment_svc replica that last started a step
+(its lease owner id), for operators following a resource across replicas.
 """
 
 from alembic import op
@@ -28,6 +31,7 @@ STATEMENTS = [
     "DROP INDEX refunds_unfinished",
     """CREATE INDEX refunds_unfinished ON refunds (next_attempt_at)
        WHERE state = 'PENDING' AND processor_outcome IS DISTINCT FROM 'PENDING'""",
+    "ALTER TABLE saga_steps ADD COLUMN worker text NOT NULL DEFAULT ''",
 ]
 
 
@@ -37,6 +41,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE saga_steps DROP COLUMN worker")
     op.execute("DROP INDEX refunds_unfinished")
     op.execute("CREATE INDEX refunds_unfinished ON refunds (next_attempt_at) WHERE state = 'PENDING'")
     op.execute(
