@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from opentelemetry import trace
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_svc import store
@@ -29,6 +30,21 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 KEY_PRUNE_SECONDS = 600.0
+BACKLOG_SECONDS = 15.0
+# A resource interrupted this many times is worth an operator's look (see docs/operations.md).
+RETRYING_AFTER_ATTEMPTS = 5
+
+UNFINISHED = Gauge("paymesh_saga_unfinished", "Payments, refunds and payouts payment_svc still has to drive.", ["kind"])
+RETRYING = Gauge(
+    "paymesh_saga_retrying",
+    f"Unfinished resources interrupted at least {RETRYING_AFTER_ATTEMPTS} times (a dependency keeps refusing).",
+    ["kind"],
+)
+AWAITING_PROCESSOR = Gauge(
+    "paymesh_saga_awaiting_processor_seconds",
+    "Age of the oldest refund or payout waiting for the processor's webhook (0 if none).",
+    ["kind"],
+)
 Drive = Callable[[uuid.UUID], Awaitable[Driven]]
 
 
@@ -94,6 +110,22 @@ class RecoveryWorker:
                     log.info("%s %s still interrupted: %s", kind, resource_id, interrupted)
                 except Exception:
                     log.exception("recovering %s %s failed", kind, resource_id)
+
+    async def report_backlog(self) -> None:
+        """Updates the backlog gauges every few seconds, for alerts on work that does not finish."""
+        while True:
+            try:
+                async with self._engine.connect() as conn:
+                    for kind in store.WORKED:
+                        found = await store.backlog(conn, kind, RETRYING_AFTER_ATTEMPTS)
+                        UNFINISHED.labels(kind).set(found.unfinished)
+                        RETRYING.labels(kind).set(found.retrying)
+                        AWAITING_PROCESSOR.labels(kind).set(found.awaiting_processor_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("backlog report failed")
+            await asyncio.sleep(BACKLOG_SECONDS)
 
     async def prune_keys(self) -> None:
         """Deletes idempotency keys past their retention, every few minutes."""

@@ -73,7 +73,7 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
             )
         ],
         probes={"postgres": database_probe(engine)},
-        background=[relay.run, recovery.run, recovery.prune_keys],
+        background=[relay.run, recovery.run, recovery.prune_keys, recovery.report_backlog],
         cleanup=[close_wallet_channel, processor.aclose, engine.dispose],
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -365,6 +366,40 @@ def _needs_work(kind: str) -> Any:
     return or_(o.c.state == "PENDING", and_(o.c.state == "PROCESSING", o.c.processor_outcome.is_not(None)))
 
 
+def _awaiting_processor(kind: str) -> Any:
+    if kind == "refund":
+        return and_(refunds.c.state == "PENDING", refunds.c.processor_outcome == "PENDING")
+    if kind == "payout":
+        return and_(payouts.c.state == "PROCESSING", payouts.c.processor_outcome.is_(None))
+    return None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Work of one kind that is not finished, for the operators' gauges."""
+
+    unfinished: int
+    retrying: int  # unfinished and interrupted at least `retrying_after` times
+    awaiting_processor_seconds: float  # age of the oldest one waiting for the processor's webhook
+
+
+async def backlog(conn: AsyncConnection, kind: str, retrying_after: int) -> Backlog:
+    table, _ = WORKED[kind]
+    counts = (
+        await conn.execute(
+            select(func.count(), func.count().filter(table.c.attempts >= retrying_after)).where(_needs_work(kind))
+        )
+    ).one()
+    waiting = _awaiting_processor(kind)
+    age = 0.0
+    if waiting is not None:
+        oldest = await conn.scalar(
+            select(func.extract("epoch", func.now() - func.min(table.c.update_time))).where(waiting)
+        )
+        age = float(oldest or 0)
+    return Backlog(counts[0], counts[1], age)
+
+
 async def claim_due(conn: AsyncConnection, kind: str, owner: str, lease: timedelta, limit: int) -> list[uuid.UUID]:
     """Leases unfinished resources nobody works on; SKIP LOCKED keeps replicas off each other's rows."""
     table, id_column = WORKED[kind]
@@ -417,9 +452,7 @@ async def get_step(conn: AsyncConnection, resource_id: uuid.UUID, step: str) -> 
     return (await conn.execute(select(s).where(s.c.resource_id == resource_id, s.c.step == step))).first()
 
 
-async def start_step(
-    conn: AsyncConnection, resource_id: uuid.UUID, step: str, reference: str, worker: str
-) -> AnyRow:
+async def start_step(conn: AsyncConnection, resource_id: uuid.UUID, step: str, reference: str, worker: str) -> AnyRow:
     """Records that `worker` is about to make a step's external call (again); returns the step row."""
     s = saga_steps
     statement = (

@@ -18,8 +18,10 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import grpc
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.stack import Stack
+from payment_svc import store
 from paymesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.integration.payment_support import (
     Mesh,
@@ -95,6 +97,15 @@ async def _payment_log(stack: Stack, payment_ids: list[str]) -> tuple[list[async
         await conn.close()
 
 
+async def _backlog(stack: Stack) -> store.Backlog:
+    engine = create_async_engine(stack.database_url("payment"))
+    try:
+        async with engine.connect() as conn:
+            return await store.backlog(conn, "payment", retrying_after=1)
+    finally:
+        await engine.dispose()
+
+
 async def test_two_replicas_recovering_the_same_payments_finish_each_exactly_once(
     infra: Stack,
     replicas: list[PaymentProcess],
@@ -123,6 +134,10 @@ async def test_two_replicas_recovering_the_same_payments_finish_each_exactly_onc
                     payment_pb2.CapturePaymentRequest(payment_id=payment_id), metadata=user(payer)
                 )
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # the capture goes on in the background
+        # What the operators' gauges report while wallet_svc is away: all of them unfinished and retrying.
+        backlog = await _backlog(infra)
+        assert backlog.unfinished >= PAYMENTS
+        assert backlog.retrying >= PAYMENTS
     finally:
         infra.start_component("wallet")
 
