@@ -36,8 +36,8 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 MAX_AMOUNT = 10**15
 
 
-def currency_exponent(currency: str) -> int:
-    """Returns the ISO 4217 exponent of a currency, or raises INVALID_CURRENCY."""
+def currency_exponent(currency: str, field: str = "currency") -> int:
+    """Returns the ISO 4217 exponent of a currency, or raises INVALID_CURRENCY naming `field`."""
     try:
         return CURRENCY_EXPONENTS[currency]
     except KeyError:
@@ -45,7 +45,7 @@ def currency_exponent(currency: str) -> int:
             "INVALID_CURRENCY",
             f"{currency!r} is not a supported ISO 4217 currency code",
             metadata={"currency": currency},
-            field="currency",
+            field=field,
         ) from None
 
 
@@ -84,8 +84,11 @@ class Money:
 
 
 def positive_money(currency: str, amount: int, field: str = "amount") -> Money:
-    """Validates a request amount: a known currency and 0 < amount <= MAX_AMOUNT."""
-    money = Money(currency, amount) if currency else _missing_currency(field)
+    """Validates a request amount: a known currency and 0 < amount <= MAX_AMOUNT; errors name `field`'s parts."""
+    if not currency:
+        raise InvalidArgument("INVALID_CURRENCY", f"{field}.currency is required", field=f"{field}.currency")
+    currency_exponent(currency, f"{field}.currency")
+    money = Money(currency, amount)
     if not 0 < amount <= MAX_AMOUNT:
         raise InvalidArgument(
             "INVALID_AMOUNT",
@@ -94,7 +97,3 @@ def positive_money(currency: str, amount: int, field: str = "amount") -> Money:
             field=f"{field}.amount",
         )
     return money
-
-
-def _missing_currency(field: str) -> Money:
-    raise InvalidArgument("INVALID_CURRENCY", f"{field}.currency is required", field=f"{field}.currency")

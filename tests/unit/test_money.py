@@ -12,10 +12,11 @@ def test_currency_exponents_follow_iso_4217(currency: str, exponent: int) -> Non
 
 
 @pytest.mark.parametrize("currency", ["usd", "XXX", "", "US", "BTC"])
-def test_unknown_currency_is_rejected_with_invalid_currency(currency: str) -> None:
+def test_unknown_currency_is_rejected_with_invalid_currency_naming_the_field(currency: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        positive_money(currency, 100)
+        positive_money(currency, 100, field="refund.amount")
     assert caught.value.reason == "INVALID_CURRENCY"
+    assert caught.value.field == "refund.amount.currency"
 
 
 @pytest.mark.parametrize("amount", [0, -1, MAX_AMOUNT + 1])
