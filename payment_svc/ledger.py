@@ -22,7 +22,6 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from paymesh_runtime.identity import ROLE_HEADER, USER_ID_HEADER, User
 from paymesh_runtime.money import Money
 from paymesh_runtime.wire import money_message
 
@@ -89,13 +88,6 @@ class Ledger:
             if error.code() in _REFUSALS:
                 raise LedgerRefused(_reason(error), error.details() or "", error.code()) from error
             raise LedgerUnavailable(f"wallet_svc {method}: {error.code().name}") from error
-
-    async def get_wallet_as(self, wallet_id: str, user: User) -> wallet_pb2.Wallet:
-        """The wallet as `user` may see it: wallet_svc answers NOT_FOUND unless they own it (or are admin)."""
-        metadata = [(USER_ID_HEADER, user.user_id), (ROLE_HEADER, user.role.value)]
-        reply = await self._call("GetWallet", wallet_pb2.GetWalletRequest(wallet_id=wallet_id), metadata)
-        assert isinstance(reply, wallet_pb2.Wallet)
-        return reply
 
     async def get_wallet(self, wallet_id: str) -> wallet_pb2.Wallet:
         """Any wallet, read with payment_svc's own service identity (to learn a payee and its currency)."""

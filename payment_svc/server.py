@@ -17,6 +17,7 @@ from payment_svc.recovery import RecoveryWorker
 from payment_svc.saga import Saga, SagaConfig
 from payment_svc.service import PaymentService
 from payment_svc.settings import PaymentSettings
+from payment_svc.wallets import WalletDirectory
 from paymesh.payment.v1 import payment_pb2_grpc
 from paymesh_runtime import app
 from paymesh_runtime.channels import internal_channel
@@ -52,7 +53,7 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
     keys = IdempotencyKeys(timedelta(hours=settings.idempotency_retention_hours))
     config = saga_config(settings)
     saga = Saga(engine, ledger, processor, events, keys, config)
-    service = PaymentService(engine, saga, ledger, keys, events, processor, config.lease)
+    service = PaymentService(engine, saga, WalletDirectory(ledger), keys, events, processor, config.lease)
     recovery = RecoveryWorker(
         engine,
         saga,

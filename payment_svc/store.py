@@ -274,12 +274,41 @@ async def insert_resource(conn: AsyncConnection, kind: str, values: dict[str, An
 
 async def record_transition(
     conn: AsyncConnection, kind: str, resource_id: uuid.UUID, from_state: str, to_state: str, reason: str
-) -> None:
-    await conn.execute(
-        transitions.insert().values(
-            resource_type=kind, resource_id=resource_id, from_state=from_state, to_state=to_state, reason=reason
-        )
+) -> AnyRow:
+    """Appends a transition to the resource's history; returns the transition row."""
+    statement = (
+        transitions.insert()
+        .values(resource_type=kind, resource_id=resource_id, from_state=from_state, to_state=to_state, reason=reason)
+        .returning(transitions)
     )
+    return (await conn.execute(statement)).one()
+
+
+async def move(
+    conn: AsyncConnection,
+    kind: str,
+    resource_id: uuid.UUID,
+    *,
+    owner: str,
+    from_state: str,
+    to_state: str,
+    reason: str,
+    values: dict[str, Any] | None = None,
+) -> tuple[AnyRow, AnyRow] | None:
+    """Moves a leased resource from `from_state` to another state; returns (its row, the transition row),
+    or None if the state or the lease moved on."""
+    table, id_column = WORKED[kind]
+    row = (
+        await conn.execute(
+            table.update()
+            .where(id_column == resource_id, table.c.state == from_state, table.c.lease_owner == owner)
+            .values(state=to_state, update_time=func.now(), **(values or {}))
+            .returning(table)
+        )
+    ).first()
+    if row is None:
+        return None
+    return row, await record_transition(conn, kind, resource_id, from_state, to_state, reason)
 
 
 async def change_state(
@@ -294,18 +323,10 @@ async def change_state(
     values: dict[str, Any] | None = None,
 ) -> AnyRow | None:
     """Moves a leased resource from `from_state` to `to_state`; None if the state or the lease moved on."""
-    table, id_column = WORKED[kind]
-    row = (
-        await conn.execute(
-            table.update()
-            .where(id_column == resource_id, table.c.state == from_state, table.c.lease_owner == owner)
-            .values(state=to_state, update_time=func.now(), **(values or {}))
-            .returning(table)
-        )
-    ).first()
-    if row is not None and from_state != to_state:
-        await record_transition(conn, kind, resource_id, from_state, to_state, reason)
-    return row
+    moved = await move(
+        conn, kind, resource_id, owner=owner, from_state=from_state, to_state=to_state, reason=reason, values=values
+    )
+    return moved[0] if moved else None
 
 
 async def update_leased(

@@ -184,7 +184,9 @@ class OutboxRelay:
         try:
             await producer.start()
             async with self._engine.connect() as conn:
-                await conn.commit()  # leave autobegin; locks are session-level
+                # Autocommit: a poll is one round trip, not three (BEGIN, SELECT, COMMIT); the shard
+                # locks are session-level advisory locks, held across statements anyway.
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
                 try:
                     await self._relay(conn, producer)
                 finally:
@@ -210,7 +212,6 @@ class OutboxRelay:
             got = await conn.scalar(
                 text("SELECT pg_try_advisory_lock(:ns, :shard)"), {"ns": LOCK_NAMESPACE, "shard": shard}
             )
-            await conn.commit()
             if got:
                 owned.append(shard)
         return owned
@@ -226,7 +227,6 @@ class OutboxRelay:
                 .limit(self._batch_size)
             )
         ).all()
-        await conn.commit()
         if not rows:
             return 0
         pending = [
@@ -243,6 +243,5 @@ class OutboxRelay:
         await conn.execute(
             o.update().where(o.c.position.in_([row.position for row in rows])).values(published_at=func.now())
         )
-        await conn.commit()
         self.published += len(rows)
         return len(rows)

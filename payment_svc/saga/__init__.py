@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -43,14 +43,14 @@ from payment_svc.idempotency import IdempotencyKeys
 from payment_svc.ledger import Ledger
 from payment_svc.processor import Processor
 from payment_svc.saga.card_source import CardSource
-from payment_svc.saga.payments import PaymentFlow, PaymentLog
+from payment_svc.saga.payments import PaymentFlow, PaymentLog, PaymentRecord
 from payment_svc.saga.payouts import PayoutFlow
 from payment_svc.saga.refunds import RefundFlow
 from payment_svc.saga.steps import Driven, Interrupted, SagaConfig, Steps, kill_this_process
 from payment_svc.saga.wallet_source import WalletSource
 from paymesh_runtime.money import Money
 
-__all__ = ["Driven", "Interrupted", "Saga", "SagaConfig"]
+__all__ = ["Driven", "Interrupted", "PaymentRecord", "Saga", "SagaConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Saga:
         crash: Callable[[str], None] = kill_this_process,
     ) -> None:
         self._steps = Steps(engine, processor, config, crash)
-        payment_log = PaymentLog(self._steps, events, keys)
+        payment_log = self._payment_log = PaymentLog(self._steps, events, keys)
         self._payments = PaymentFlow(
             self._steps,
             payment_log,
@@ -83,8 +83,12 @@ class Saga:
     def owner(self) -> str:
         return self._steps.owner
 
-    async def drive_payment(self, payment_id: uuid.UUID) -> Driven:
-        return await self._payments.drive(payment_id)
+    async def open_payment(self, conn: AsyncConnection, values: dict[str, Any]) -> PaymentRecord:
+        """Creates a payment in the caller's transaction, leased to this replica, its first step started."""
+        return await self._payment_log.create(conn, values)
+
+    async def drive_payment(self, payment_id: uuid.UUID, record: PaymentRecord | None = None) -> Driven:
+        return await self._payments.drive(payment_id, record)
 
     async def drive_refund(self, refund_id: uuid.UUID) -> Driven:
         return await self._refunds.drive(refund_id)
@@ -114,8 +118,12 @@ class Saga:
         """Drives a resource if no other replica works on it; interruptions are left to the recovery worker."""
         if not await self._steps.claim(kind, resource_id):
             return
-        drive = {"payment": self.drive_payment, "refund": self.drive_refund, "payout": self.drive_payout}[kind]
+        drives: dict[str, Callable[[uuid.UUID], Awaitable[Driven]]] = {
+            "payment": self.drive_payment,
+            "refund": self.drive_refund,
+            "payout": self.drive_payout,
+        }
         try:
-            await drive(resource_id)
+            await drives[kind](resource_id)
         except Interrupted as interrupted:
             log.info("%s %s interrupted: %s", kind, resource_id, interrupted)

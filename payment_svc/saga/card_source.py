@@ -18,7 +18,7 @@ from payment_svc.processor import (
     ProcessorTimeout,
     ProcessorUnavailable,
 )
-from payment_svc.saga.payments import PaymentLog
+from payment_svc.saga.payments import PaymentLog, PaymentRecord
 from payment_svc.saga.steps import Interrupted, Steps, dependency_unavailable, processor_unavailable
 from payment_svc.store import AnyRow
 from paymesh_runtime.errors import PaymeshError
@@ -34,69 +34,75 @@ class CardSource:
         self._processor = processor
         self._ledger = ledger
 
-    async def authorize(self, p: AnyRow) -> PaymeshError | None:
+    async def authorize(self, record: PaymentRecord) -> tuple[PaymentRecord, PaymeshError | None]:
+        p = record.row
         money = Money(p.currency, p.amount)
 
         async def authorize(ref: str) -> ProcessorResult:
             return await self._processor.authorize(idempotency_key=ref, card_token=p.card_token, amount=money)
 
         try:
-            result = await self._steps.run("payment", p.payment_id, "authorize", authorize)
+            result = await self._steps.run(
+                "payment", p.payment_id, "authorize", authorize, started=record.started == "authorize"
+            )
         except ProcessorUnavailable as error:
             # Fail fast: nothing was charged. The creating call answers UNAVAILABLE.
             failure = processor_unavailable(self._processor.name, p.payment_id)
-            await self._log.fail(p, "processor_unavailable", error.message, step="authorize", error=failure)
-            return failure
+            failed = await self._log.fail(
+                record, "processor_unavailable", error.message, step="authorize", error=failure
+            )
+            return failed, failure
         except ProcessorTimeout as error:
             # No answer: an authorization may exist, but it is never captured and lapses at the processor.
-            await self._log.fail(p, "processor_timeout", error.message, step="authorize")
-            return None
+            return await self._log.fail(record, "processor_timeout", error.message, step="authorize"), None
         except ProcessorRejected as error:
-            await self._log.fail(p, "processor_rejected", error.message, step="authorize")
-            return None
+            return await self._log.fail(record, "processor_rejected", error.message, step="authorize"), None
         if result.outcome is Outcome.DECLINED:
-            await self._log.fail(p, result.decline_code or "card_declined", result.message, step="authorize")
-            return None
+            code = result.decline_code or "card_declined"
+            return await self._log.fail(record, code, result.message, step="authorize"), None
         if result.outcome is Outcome.PENDING:
             raise Interrupted(dependency_unavailable("the payment processor"))
         values = {"authorization_ref": result.processor_ref}
-        await self._log.authorized(p, "authorize", result.processor_ref, "authorized", values)
-        return None
+        return await self._log.authorized(record, "authorize", result.processor_ref, "authorized", values), None
 
-    async def settle(self, p: AnyRow) -> None:
-        steps = await self._steps.of(p.payment_id)
+    async def settle(self, record: PaymentRecord) -> PaymentRecord:
+        p = record.row
         amount = Money(p.currency, p.capture_requested)
+        steps = await self._steps.of(p.payment_id)
         capture, credit = steps.get("capture"), steps.get("credit")
         if credit is not None and credit.status == "FAILED":
-            await self._refund_captured_card(p, amount, credit.detail)
-            return
-        captured = capture is not None and capture.status == "DONE"
-        if not captured and not await self._capture(p, amount):
-            return
-        await self._credit_destination(p, amount)
+            return await self._refund_captured_card(record, amount, credit.detail)
+        if capture is None or capture.status != "DONE":
+            record = await self._capture(record, amount)
+            if record.started != "credit":
+                return record  # declined: voided and failed
+        return await self._credit_destination(record, amount)
 
-    async def _capture(self, p: AnyRow, amount: Money) -> bool:
+    async def _capture(self, record: PaymentRecord, amount: Money) -> PaymentRecord:
+        p = record.row
+
         async def capture(ref: str) -> ProcessorResult:
             return await self._processor.capture(
                 idempotency_key=ref, authorization_ref=p.authorization_ref, amount=amount
             )
 
+        started = record.started == "capture"
         try:
             result = await self._steps.processor_call(
-                p.payment_id, lambda: self._steps.run("payment", p.payment_id, "capture", capture)
+                p.payment_id, lambda: self._steps.run("payment", p.payment_id, "capture", capture, started=started)
             )
         except ProcessorRejected as error:
             result = ProcessorResult(Outcome.DECLINED, "", "processor_rejected", error.message)
         if result.outcome is Outcome.PENDING:
             raise Interrupted(dependency_unavailable("the payment processor"))
         if result.outcome is Outcome.DECLINED:
-            await self.cancel(p)
-            await self._log.fail(p, result.decline_code or "capture_declined", result.message, step="capture")
-            return False
-        await self._log.commit(p, step="capture", result_ref=result.processor_ref)
-        return True
+            record = await self.cancel(record)
+            code = result.decline_code or "capture_declined"
+            return await self._log.fail(record, code, result.message, step="capture")
+        return await self._log.commit(record, step="capture", result_ref=result.processor_ref, next_step="credit")
 
-    async def _credit_destination(self, p: AnyRow, amount: Money) -> None:
+    async def _credit_destination(self, record: PaymentRecord, amount: Money) -> PaymentRecord:
+        p = record.row
         postings = [Posting(SETTLEMENT, -amount), Posting(wallet_account(p.destination_wallet_id), amount)]
 
         async def credit(ref: str) -> str:
@@ -104,17 +110,20 @@ class CardSource:
             return str(tx.transaction_id)
 
         try:
-            transaction_id = await self._steps.run("payment", p.payment_id, "credit", credit)
+            transaction_id = await self._steps.run(
+                "payment", p.payment_id, "credit", credit, started=record.started == "credit"
+            )
         except LedgerRefused as refused:
             # The card is charged but the destination refuses the money: give it back to the card.
-            await self._log.commit(p, step="credit", status="FAILED", reason=refused.failure_code)
-            await self._refund_captured_card(p, amount, refused.failure_code)
-            return
+            record = await self._log.commit(record, step="credit", status="FAILED", reason=refused.failure_code)
+            return await self._refund_captured_card(record, amount, refused.failure_code)
         except LedgerUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
-        await self._log.succeeded(p, "credit", transaction_id, amount)
+        return await self._log.succeeded(record, "credit", transaction_id, amount)
 
-    async def _refund_captured_card(self, p: AnyRow, amount: Money, code: str) -> None:
+    async def _refund_captured_card(self, record: PaymentRecord, amount: Money, code: str) -> PaymentRecord:
+        p = record.row
+
         async def refund(ref: str) -> ProcessorResult:
             return await self._processor.refund(
                 idempotency_key=ref, authorization_ref=p.authorization_ref, amount=amount
@@ -127,14 +136,16 @@ class CardSource:
             # Money would be lost: keep retrying rather than finishing; operators see the attempts grow.
             log.error("payment %s: compensating card refund declined (%s)", p.payment_id, result.decline_code)
             raise Interrupted(dependency_unavailable("the payment processor"))
-        await self._log.commit(p, step="compensate", result_ref=result.processor_ref)
-        await self._log.fail(p, code, "the destination wallet refused the credit; the card was refunded", step=None)
+        record = await self._log.commit(record, step="compensate", result_ref=result.processor_ref)
+        message = "the destination wallet refused the credit; the card was refunded"
+        return await self._log.fail(record, code, message, step=None)
 
-    async def cancel(self, p: AnyRow) -> None:
+    async def cancel(self, record: PaymentRecord) -> PaymentRecord:
         """Voids the authorization, if there is one."""
+        p = record.row
         authorization = p.authorization_ref or await self._resolve_authorization(p)
         if authorization is None:
-            return
+            return record
 
         async def void(ref: str) -> ProcessorResult:
             return await self._processor.void(idempotency_key=ref, authorization_ref=authorization)
@@ -146,7 +157,7 @@ class CardSource:
         except ProcessorRejected:
             result = ProcessorResult(Outcome.DECLINED, "")
         # A declined void means nothing is left to void (already voided or lapsed).
-        await self._log.commit(p, step="void", result_ref=result.processor_ref, reason=result.decline_code)
+        return await self._log.commit(record, step="void", result_ref=result.processor_ref, reason=result.decline_code)
 
     async def _resolve_authorization(self, p: AnyRow) -> str | None:
         """An authorize step left STARTED by a crash: ask again with the same key."""

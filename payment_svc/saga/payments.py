@@ -6,14 +6,21 @@ The flow is the same for every source; what a step does depends on it
   settle:    capture the hold into the destination, or capture the card and
              credit the destination from the settlement account;
   cancel:    release the hold, or void the authorization.
+
+Few transactions per payment: each commit carries a step's result, the state
+change it causes, its event, the next step's STARTED row with the lease
+renewed, and, once the payment rests, the idempotency response and the lease's
+release. The commit hands back a PaymentRecord, so the next step needs no read.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payment_svc import store, views
@@ -35,6 +42,29 @@ from paymesh_runtime.errors import FailedPrecondition, PaymeshError
 from paymesh_runtime.money import Money
 
 
+@dataclass(frozen=True)
+class PaymentRecord:
+    """A payment as this replica last committed (or read) it."""
+
+    row: AnyRow
+    transitions: tuple[AnyRow, ...]
+    # The step recorded STARTED, with the lease renewed, in that same commit: its call may go at once.
+    started: str | None = None
+    # The payment rests and that commit gave the lease back.
+    released: bool = False
+
+    @property
+    def payment_id(self) -> uuid.UUID:
+        return uuid.UUID(str(self.row.payment_id))
+
+    def message(self) -> payment_pb2.Payment:
+        return views.payment(self.row, self.transitions)
+
+
+def first_step(row: AnyRow) -> str:
+    return "hold" if row.source_wallet_id else "authorize"
+
+
 class PaymentLog:
     """Commits what a payment's steps produce: one transaction per result."""
 
@@ -43,19 +73,33 @@ class PaymentLog:
         self._events = events
         self._keys = keys
 
-    async def message(self, conn: AsyncConnection, row: AnyRow) -> payment_pb2.Payment:
-        found = await store.transitions_of(conn, [row.payment_id])
-        return views.payment(row, found[row.payment_id])
+    async def load(self, payment_id: uuid.UUID) -> PaymentRecord:
+        async with self._steps.engine.connect() as conn:
+            row = await store.get_row(conn, "payment", payment_id)
+            if row is None:
+                raise LookupError(f"payment {payment_id} vanished")
+            found = await store.transitions_of(conn, [payment_id])
+        return PaymentRecord(row, tuple(found[payment_id]))
 
-    async def payment_changed(self, conn: AsyncConnection, row: AnyRow, previous_state: str) -> payment_pb2.Payment:
-        """Writes the payment's event for a state change; returns the payment as the event shows it."""
-        message = await self.message(conn, row)
-        await self._events.payment_changed(conn, message, previous_state)
-        return message
+    async def create(self, conn: AsyncConnection, values: dict[str, Any]) -> PaymentRecord:
+        """Inserts a PENDING payment leased to this replica, its event, and its first step STARTED."""
+        lease = {"lease_owner": self._steps.owner, "lease_expires_at": func.now() + self._steps.config.lease}
+        row = await store.insert_resource(conn, "payment", values | lease)
+        created = await store.record_transition(conn, "payment", row.payment_id, "", PaymentState.PENDING, "created")
+        record = PaymentRecord(row, (created,))
+        await self._events.payment_changed(conn, record.message(), "")
+        step = first_step(row)
+        await store.start_step(conn, row.payment_id, step, f"{row.payment_id}:{step}", self._steps.owner)
+        return replace(record, started=step)
+
+    async def payment_changed(self, conn: AsyncConnection, row: AnyRow, previous_state: str) -> None:
+        """Writes the payment's event for a state change made outside a drive."""
+        found = await store.transitions_of(conn, [row.payment_id])
+        await self._events.payment_changed(conn, views.payment(row, found[row.payment_id]), previous_state)
 
     async def commit(
         self,
-        p: AnyRow,
+        record: PaymentRecord,
         *,
         step: str | None = None,
         status: str = "DONE",
@@ -64,34 +108,56 @@ class PaymentLog:
         reason: str = "",
         values: dict[str, Any] | None = None,
         error: PaymeshError | None = None,
-    ) -> AnyRow:
-        """One transaction: step result, state change + transition, event, idempotency response."""
-        owner = self._steps.owner
+        next_step: str | None = None,
+    ) -> PaymentRecord:
+        """One transaction: step result, state change + transition, event, next step, idempotency response."""
+        p, owner = record.row, self._steps.owner
+        changes = dict(values or {})
+        target = to_state if to_state is not None and to_state != p.state else None
+        resting = target is not None and target in RESTING_PAYMENT_STATES
+        if resting:
+            changes |= {"lease_owner": None, "lease_expires_at": None}
+        elif next_step is not None:
+            changes["lease_expires_at"] = func.now() + self._steps.config.lease
+        transitions = record.transitions
         async with self._steps.engine.begin() as conn:
             if step is not None:
                 await store.finish_step(conn, p.payment_id, step, status, result_ref, reason)
-            if to_state is not None and to_state != p.state:
-                check_payment_transition(PaymentState(p.state), to_state)
-                row = await store.change_state(
-                    conn, "payment", p.payment_id, owner=owner, from_state=p.state, to_state=to_state,
-                    reason=reason, values=values,
+            if target is not None:
+                check_payment_transition(PaymentState(p.state), target)
+                moved = await store.move(
+                    conn, "payment", p.payment_id, owner=owner, from_state=p.state, to_state=target,
+                    reason=reason, values=changes,
                 )  # fmt: skip
-            else:
-                row = await store.update_leased(conn, "payment", p.payment_id, owner, values or {})
-            if row is None:
-                raise LeaseLost(f"payment {p.payment_id}")
-            if row.state != p.state:
-                message = await self.payment_changed(conn, row, p.state)
-                if PaymentState(row.state) in RESTING_PAYMENT_STATES:
+                if moved is None:
+                    raise LeaseLost(f"payment {p.payment_id}")
+                row, transition = moved
+                transitions += (transition,)
+                message = views.payment(row, transitions)
+                await self._events.payment_changed(conn, message, p.state)
+                if resting:
                     await self._keys.complete(conn, p.payment_id, recorded_response(message, error))
+            else:
+                updated = await store.update_leased(conn, "payment", p.payment_id, owner, changes)
+                if updated is None:
+                    raise LeaseLost(f"payment {p.payment_id}")
+                row = updated
+            if next_step is not None and not resting:
+                await store.start_step(conn, p.payment_id, next_step, f"{p.payment_id}:{next_step}", owner)
         self._steps.after_commit(step, status)
-        return row
+        return PaymentRecord(row, transitions, None if resting else next_step, resting)
 
     async def fail(
-        self, p: AnyRow, code: str, message: str, *, step: str | None, error: PaymeshError | None = None
-    ) -> None:
-        await self.commit(
-            p,
+        self,
+        record: PaymentRecord,
+        code: str,
+        message: str,
+        *,
+        step: str | None,
+        error: PaymeshError | None = None,
+    ) -> PaymentRecord:
+        return await self.commit(
+            record,
             step=step,
             status="FAILED",
             to_state=PaymentState.FAILED,
@@ -100,19 +166,26 @@ class PaymentLog:
             error=error,
         )
 
-    async def authorized(self, p: AnyRow, step: str, result_ref: str, reason: str, values: dict[str, Any]) -> None:
-        """Funds held or card authorized: wait for a manual capture, or go on to capture."""
+    async def authorized(
+        self, record: PaymentRecord, step: str, result_ref: str, reason: str, values: dict[str, Any]
+    ) -> PaymentRecord:
+        """Funds held or card authorized: wait for a manual capture, or go on to capture at once."""
+        p = record.row
         if p.capture_method == CaptureMethod.MANUAL:
             values["capture_before"] = datetime.now(UTC) + self._steps.config.capture_window
-            target = PaymentState.REQUIRES_CAPTURE
-        else:
-            values["capture_requested"] = p.amount
-            target = PaymentState.PROCESSING
-        await self.commit(p, step=step, result_ref=result_ref, to_state=target, reason=reason, values=values)
+            return await self.commit(
+                record, step=step, result_ref=result_ref, to_state=PaymentState.REQUIRES_CAPTURE, reason=reason,
+                values=values,
+            )  # fmt: skip
+        values["capture_requested"] = p.amount
+        return await self.commit(
+            record, step=step, result_ref=result_ref, to_state=PaymentState.PROCESSING, reason=reason, values=values,
+            next_step="capture",
+        )  # fmt: skip
 
-    async def succeeded(self, p: AnyRow, step: str, result_ref: str, amount: Money) -> None:
-        await self.commit(
-            p,
+    async def succeeded(self, record: PaymentRecord, step: str, result_ref: str, amount: Money) -> PaymentRecord:
+        return await self.commit(
+            record,
             step=step,
             result_ref=result_ref,
             to_state=PaymentState.SUCCEEDED,
@@ -124,11 +197,11 @@ class PaymentLog:
 class Source(Protocol):
     """What a payment's steps do for one kind of source (a wallet, a card)."""
 
-    async def authorize(self, p: AnyRow) -> PaymeshError | None: ...
+    async def authorize(self, record: PaymentRecord) -> tuple[PaymentRecord, PaymeshError | None]: ...
 
-    async def settle(self, p: AnyRow) -> None: ...
+    async def settle(self, record: PaymentRecord) -> PaymentRecord: ...
 
-    async def cancel(self, p: AnyRow) -> None: ...
+    async def cancel(self, record: PaymentRecord) -> PaymentRecord: ...
 
 
 class PaymentFlow:
@@ -141,37 +214,39 @@ class PaymentFlow:
     def _source(self, p: AnyRow) -> Source:
         return self._wallet if p.source_wallet_id else self._card
 
-    async def drive(self, payment_id: uuid.UUID) -> Driven:
-        """Advances a leased payment until it rests (REQUIRES_CAPTURE or final) or is interrupted."""
-        return await self._steps.drive("payment", payment_id, self._advance)
+    async def drive(self, payment_id: uuid.UUID, record: PaymentRecord | None = None) -> Driven:
+        """Advances a leased payment until it rests (REQUIRES_CAPTURE or final) or is interrupted.
 
-    async def _advance(self, payment_id: uuid.UUID) -> Driven:
+        `record`: the payment as this replica just committed it (a new payment), or None to read it.
+        """
+
+        async def advance(resource_id: uuid.UUID) -> Driven:
+            return await self._advance(record or await self._log.load(resource_id))
+
+        return await self._steps.drive("payment", payment_id, advance)
+
+    async def _advance(self, record: PaymentRecord) -> Driven:
         error: PaymeshError | None = None
         while True:
-            p = await self._steps.load("payment", payment_id)
+            p = record.row
             state = PaymentState(p.state)
             if p.requested_action == "CANCEL":
-                await self._cancel(p)
+                record = await self._cancel(record)
             elif state is PaymentState.PENDING:
-                error = await self._source(p).authorize(p)
+                record, error = await self._source(p).authorize(record)
             elif state is PaymentState.PROCESSING:
-                await self._source(p).settle(p)
+                record = await self._source(p).settle(record)
             else:
-                async with self._steps.engine.connect() as conn:
-                    return Driven(await self._log.message(conn, p), error)
+                return Driven(record.message(), error, lease_released=record.released)
 
-    async def _cancel(self, p: AnyRow) -> None:
-        reason = p.action_reason or "canceled"
+    async def _cancel(self, record: PaymentRecord) -> PaymentRecord:
+        p = record.row
+        changes: dict[str, Any] = {"requested_action": None}
         if PaymentState(p.state) not in (PaymentState.PENDING, PaymentState.REQUIRES_CAPTURE):
-            await self._log.commit(p, values={"requested_action": None})
-            return
-        await self._source(p).cancel(p)
-        await self._log.commit(
-            await self._steps.load("payment", p.payment_id),
-            to_state=PaymentState.CANCELED,
-            reason=reason,
-            values={"requested_action": None},
-        )
+            return await self._log.commit(record, values=changes)
+        record = await self._source(p).cancel(record)
+        reason = p.action_reason or "canceled"
+        return await self._log.commit(record, to_state=PaymentState.CANCELED, reason=reason, values=changes)
 
     # --- requests that start work on an existing payment ------------------------------
 

@@ -83,6 +83,8 @@ class Driven:
 
     message: Any
     error: PaymeshError | None = None
+    # The last commit of the drive already gave the lease back.
+    lease_released: bool = False
 
 
 def recorded_response(message: Any, error: PaymeshError | None) -> Recorded:
@@ -130,13 +132,25 @@ class Steps:
             rows = await conn.execute(store.saga_steps.select().where(store.saga_steps.c.resource_id == resource_id))
             return {row.step: row for row in rows}
 
-    async def run(self, kind: str, resource_id: uuid.UUID, step: str, call: Callable[[str], Awaitable[T]]) -> T:
-        """Renews the lease, records the step STARTED, then makes its call with the step's reference."""
+    async def run(
+        self,
+        kind: str,
+        resource_id: uuid.UUID,
+        step: str,
+        call: Callable[[str], Awaitable[T]],
+        *,
+        started: bool = False,
+    ) -> T:
+        """Renews the lease, records the step STARTED, then makes its call with the step's reference.
+
+        `started`: the last commit already recorded the step and renewed the lease (no transaction needed).
+        """
         reference = f"{resource_id}:{step}"
-        async with self.engine.begin() as conn:
-            if await store.claim(conn, kind, resource_id, self.owner, self.config.lease) is None:
-                raise LeaseLost(f"{kind} {resource_id}")
-            await store.start_step(conn, resource_id, step, reference, self.owner)
+        if not started:
+            async with self.engine.begin() as conn:
+                if await store.claim(conn, kind, resource_id, self.owner, self.config.lease) is None:
+                    raise LeaseLost(f"{kind} {resource_id}")
+                await store.start_step(conn, resource_id, step, reference, self.owner)
         return await call(reference)
 
     async def processor_call(
@@ -182,7 +196,8 @@ class Steps:
             row = await self.load(kind, resource_id)
             await self._release(kind, resource_id, row.attempts, interrupted=True)
             raise
-        await self._release(kind, resource_id, 0, interrupted=False)
+        if not driven.lease_released:
+            await self._release(kind, resource_id, 0, interrupted=False)
         return driven
 
     async def _release(self, kind: str, resource_id: uuid.UUID, attempts: int, *, interrupted: bool) -> None:

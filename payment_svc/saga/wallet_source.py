@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from payment_svc.ledger import Ledger, LedgerRefused, LedgerUnavailable, wallet_account
 from payment_svc.lifecycle import CaptureMethod
-from payment_svc.saga.payments import PaymentLog
+from payment_svc.saga.payments import PaymentLog, PaymentRecord
 from payment_svc.saga.steps import Interrupted, Steps, dependency_unavailable
 from payment_svc.store import AnyRow
 from paymesh_runtime.errors import PaymeshError
@@ -30,20 +30,22 @@ class WalletSource:
         )
         return str(hold.hold_id)
 
-    async def authorize(self, p: AnyRow) -> PaymeshError | None:
+    async def authorize(self, record: PaymentRecord) -> tuple[PaymentRecord, PaymeshError | None]:
         """Holds the payment's amount on the source wallet."""
+        p = record.row
         try:
-            hold_id = await self._steps.run("payment", p.payment_id, "hold", lambda ref: self._create_hold(p, ref))
+            hold_id = await self._steps.run(
+                "payment", p.payment_id, "hold", lambda ref: self._create_hold(p, ref), started=record.started == "hold"
+            )
         except LedgerRefused as refused:
-            await self._log.fail(p, refused.failure_code, refused.message, step="hold")
-            return None
+            return await self._log.fail(record, refused.failure_code, refused.message, step="hold"), None
         except LedgerUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
-        await self._log.authorized(p, "hold", hold_id, "funds_held", {"hold_id": hold_id})
-        return None
+        return await self._log.authorized(record, "hold", hold_id, "funds_held", {"hold_id": hold_id}), None
 
-    async def settle(self, p: AnyRow) -> None:
+    async def settle(self, record: PaymentRecord) -> PaymentRecord:
         """Captures the hold into the destination wallet (the rest of the hold is released)."""
+        p = record.row
         amount = Money(p.currency, p.capture_requested)
         destination = wallet_account(p.destination_wallet_id)
 
@@ -52,21 +54,23 @@ class WalletSource:
             return str(reply.transaction.transaction_id)
 
         try:
-            transaction_id = await self._steps.run("payment", p.payment_id, "capture", capture)
+            transaction_id = await self._steps.run(
+                "payment", p.payment_id, "capture", capture, started=record.started == "capture"
+            )
         except LedgerRefused as refused:
             # The hold expired or the destination refuses the credit: give back whatever is still held.
-            await self.cancel(p)
-            await self._log.fail(p, refused.failure_code, refused.message, step="capture")
-            return
+            record = await self.cancel(record)
+            return await self._log.fail(record, refused.failure_code, refused.message, step="capture")
         except LedgerUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
-        await self._log.succeeded(p, "capture", transaction_id, amount)
+        return await self._log.succeeded(record, "capture", transaction_id, amount)
 
-    async def cancel(self, p: AnyRow) -> None:
+    async def cancel(self, record: PaymentRecord) -> PaymentRecord:
         """Releases the hold, if there is one."""
+        p = record.row
         hold_id = p.hold_id or await self._resolve_hold(p)
         if hold_id is None:
-            return
+            return record
 
         async def release(ref: str) -> None:
             await self._ledger.release_hold(ref, hold_id)
@@ -75,7 +79,7 @@ class WalletSource:
             await self._steps.run("payment", p.payment_id, "release", release)
         except LedgerUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
-        await self._log.commit(p, step="release", result_ref=hold_id)
+        return await self._log.commit(record, step="release", result_ref=hold_id)
 
     async def _resolve_hold(self, p: AnyRow) -> str | None:
         """A hold step left STARTED by a crash: replaying it with its reference tells whether a hold exists."""
