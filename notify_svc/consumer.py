@@ -183,7 +183,7 @@ class EventConsumer:
         ):
             try:
                 event = decode_event(record.value)
-                incoming = IncomingEvent(uuid.UUID(event.id), event.type, record.value, event_json(event))
+                incoming = IncomingEvent(uuid.UUID(event.id), event.type, record.value, lambda: event_json(event))
                 plan = plan_for(event)
             except PoisonMessage as poison:
                 return await self._dead_letter(record, headers, poison.reason, str(poison))

@@ -1,19 +1,28 @@
 """Email over SMTP (a relay in production, a local sink in the stack and tests).
 
-The standard library's smtplib runs in a worker thread: one short
-conversation per notification, so no async SMTP dependency is needed.
-Each message carries a Message-ID derived from the notification id, so in the
-rare case that a crash between sending and recording repeats a send, the
-duplicate is recognisable (and dropped by MTAs and clients that dedupe).
+The standard library's smtplib runs in worker threads, so no async SMTP
+dependency is needed. Each worker thread keeps its SMTP connection open
+between messages (a new connection per message costs a TCP handshake, the
+greeting and EHLO every time); a connection the server dropped in between is
+reopened once. Each message carries a Message-ID derived from the
+notification id, so in the rare case that a crash between sending and
+recording repeats a send, the duplicate is recognisable (and dropped by MTAs
+and clients that dedupe).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
+import threading
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.text import MIMEText
 from email.utils import formatdate
+
+# Sent in EHLO. Without it smtplib resolves this host's fully qualified name on every connection.
+LOCAL_HOSTNAME = "paymesh-notify"
 
 
 @dataclass(frozen=True)
@@ -26,31 +35,58 @@ class Email:
 
 
 class SmtpMailer:
-    """Sends one email per call to a configured SMTP server."""
+    """Sends emails to a configured SMTP server over per-thread connections."""
 
     def __init__(self, host: str, port: int, sender: str, timeout_seconds: float) -> None:
         self._host = host
         self._port = port
         self._sender = sender
         self._timeout = timeout_seconds
+        self._local = threading.local()
 
     async def send(self, email: Email) -> None:
         """Returns once the server accepted the message; raises on any refusal."""
-        await asyncio.to_thread(self._send_blocking, self._message(email))
+        await asyncio.to_thread(self._send_blocking, email.to, self._message(email))
 
-    def _message(self, email: Email) -> EmailMessage:
-        message = EmailMessage()
+    def _message(self, email: Email) -> bytes:
+        # The compat32 MIMEText: building an EmailMessage parses every header it is given.
+        message = MIMEText(email.body, "plain", "utf-8")
         message["From"] = self._sender
         message["To"] = email.to
-        message["Subject"] = email.subject
+        message["Subject"] = email.subject if email.subject.isascii() else Header(email.subject, "utf-8").encode()
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = email.message_id
         message["X-Paymesh-Event-Id"] = email.event_id
-        message.set_content(email.body)
-        return message
+        return message.as_bytes()
 
-    def _send_blocking(self, message: EmailMessage) -> None:
-        with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
-            refused = smtp.send_message(message)
+    def _send_blocking(self, to: str, message: bytes) -> None:
+        reused: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        if reused is not None:
+            try:
+                self._deliver(reused, to, message)
+                return
+            except smtplib.SMTPServerDisconnected:
+                pass  # dropped while idle: open a new connection and send once more
+        self._local.smtp = smtplib.SMTP(self._host, self._port, local_hostname=LOCAL_HOSTNAME, timeout=self._timeout)
+        self._deliver(self._local.smtp, to, message)
+
+    def _deliver(self, smtp: smtplib.SMTP, to: str, message: bytes) -> None:
+        try:
+            refused = smtp.sendmail(self._sender, [to], message)
+        except smtplib.SMTPServerDisconnected:
+            self._close()
+            raise
+        except smtplib.SMTPException:
+            raise  # the server refused the message; the connection stays usable
+        except OSError:
+            self._close()  # a timeout or reset: the conversation's state is unknown
+            raise
         if refused:
             raise smtplib.SMTPRecipientsRefused(refused)
+
+    def _close(self) -> None:
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        self._local.smtp = None
+        if smtp is not None:
+            with contextlib.suppress(OSError):
+                smtp.close()

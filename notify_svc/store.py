@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     func,
     literal,
     select,
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import Tuple
 
 from notify_svc.notifications import Plan
+from paymesh_runtime.sql import compiled_once
 
 metadata = MetaData()
 
@@ -117,7 +119,8 @@ class IncomingEvent:
     event_id: uuid.UUID
     event_type: str
     payload: bytes  # the envelope as received (protobuf binary)
-    webhook_body: str  # the envelope as JSON, the body merchants receive
+    # The envelope as JSON, the body merchants receive: rendered only for an event some endpoint wants.
+    webhook_body: Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,22 @@ def _endpoint(row: Row[tuple[object, ...]]) -> EndpointRecord:
     return EndpointRecord(row.endpoint_id, row.owner_id, row.url, tuple(row.event_types), row.create_time)
 
 
+# Hot statements, compiled once (paymesh_runtime.sql).
+_FIRST_SEEN = compiled_once(
+    insert(processed_event)
+    .values(event_id=bindparam("event_id"), event_type=bindparam("event_type"))
+    .on_conflict_do_nothing(index_elements=["event_id"])
+    .returning(processed_event.c.event_id)
+)
+_NOTIFICATION_COLUMNS = (
+    "notification_id", "user_id", "channel", "endpoint_id", "event_id", "event_type", "event_payload", "subject",
+    "body",
+)  # fmt: skip
+_ADD_NOTIFICATION = compiled_once(
+    insert(notification).values({name: bindparam(name) for name in _NOTIFICATION_COLUMNS}).on_conflict_do_nothing()
+)
+
+
 class NotifyStore:
     """Every write is one transaction; methods name what they guarantee."""
 
@@ -214,12 +233,7 @@ class NotifyStore:
         redelivered event (relay or consumer retry) finds its id and adds nothing.
         """
         async with self._engine.begin() as conn:
-            first = await conn.scalar(
-                insert(processed_event)
-                .values(event_id=event.event_id, event_type=event.event_type)
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(processed_event.c.event_id)
-            )
+            first = await conn.scalar(_FIRST_SEEN, {"event_id": event.event_id, "event_type": event.event_type})
             if first is None:
                 return False
             if plan.contact is not None:
@@ -248,6 +262,7 @@ class NotifyStore:
                 "notification_id": uuid.uuid4(),
                 "user_id": notice.user_id,
                 "channel": EMAIL,
+                "endpoint_id": None,
                 "event_id": event.event_id,
                 "event_type": event.event_type,
                 "event_payload": event.payload,
@@ -256,7 +271,7 @@ class NotifyStore:
             }
             for notice in plan.emails
         ]
-        await conn.execute(insert(notification).on_conflict_do_nothing(), rows)
+        await conn.execute(_ADD_NOTIFICATION, rows)
 
     @staticmethod
     async def _add_webhooks(conn: AsyncConnection, event: IncomingEvent, plan: Plan) -> None:
@@ -278,6 +293,7 @@ class NotifyStore:
         ).all()
         if not endpoints:
             return
+        body = event.webhook_body()
         rows = [
             {
                 "notification_id": uuid.uuid4(),
@@ -288,11 +304,11 @@ class NotifyStore:
                 "event_type": event.event_type,
                 "event_payload": event.payload,
                 "subject": f"Webhook {event.event_type}"[:MAX_SUBJECT_LENGTH],
-                "body": event.webhook_body,
+                "body": body,
             }
             for endpoint in endpoints
         ]
-        await conn.execute(insert(notification).on_conflict_do_nothing(), rows)
+        await conn.execute(_ADD_NOTIFICATION, rows)
 
     # --- the delivery worker ---------------------------------------------------
 

@@ -25,12 +25,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import Interval, bindparam, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payment_svc.store import idempotency_keys
 from paymesh_runtime.errors import Aborted, AlreadyExists, InvalidArgument
+from paymesh_runtime.sql import compiled_once
 
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "idempotent-replayed"
@@ -66,6 +67,21 @@ class IdempotencyKeys:
     def __init__(self, retention: timedelta) -> None:
         self._retention = retention
         self._keys = idempotency_keys
+        k = idempotency_keys
+        self._reserve = compiled_once(
+            insert(k)
+            .values(
+                caller_id=bindparam("caller_id"),
+                idempotency_key=bindparam("idempotency_key"),
+                method=bindparam("method"),
+                fingerprint=bindparam("fingerprint"),
+                resource_id=bindparam("resource_id"),
+                state="IN_PROGRESS",
+                expires_at=func.now() + bindparam("retention", type_=Interval),
+            )
+            .on_conflict_do_nothing()
+            .returning(k.c.idempotency_key)
+        )
 
     async def lookup(self, conn: AsyncConnection, caller: str, key: str, print_: bytes) -> Recorded | None:
         """The recorded response of a finished request; None if the key is unused. Raises REUSED / IN_USE."""
@@ -96,22 +112,15 @@ class IdempotencyKeys:
         A concurrent request with the key waits here on the unique index until
         the first one commits, then sees its row.
         """
-        claimed = (
-            await conn.execute(
-                insert(self._keys)
-                .values(
-                    caller_id=caller,
-                    idempotency_key=key,
-                    method=method,
-                    fingerprint=print_,
-                    resource_id=resource_id,
-                    state="IN_PROGRESS",
-                    expires_at=func.now() + self._retention,
-                )
-                .on_conflict_do_nothing()
-                .returning(self._keys.c.idempotency_key)
-            )
-        ).first()
+        params = {
+            "caller_id": caller,
+            "idempotency_key": key,
+            "method": method,
+            "fingerprint": print_,
+            "resource_id": resource_id,
+            "retention": self._retention,
+        }
+        claimed = (await conn.execute(self._reserve, params)).first()
         if claimed is not None:
             return None
         recorded = await self.lookup(conn, caller, key, print_)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     func,
     literal,
     or_,
@@ -39,6 +40,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paymesh_runtime.outbox import outbox_tables
+from paymesh_runtime.sql import compiled_once
 
 metadata = MetaData()
 outbox, outbox_sequence = outbox_tables(metadata)
@@ -473,19 +475,30 @@ async def get_step(conn: AsyncConnection, resource_id: uuid.UUID, step: str) -> 
     return (await conn.execute(select(s).where(s.c.resource_id == resource_id, s.c.step == step))).first()
 
 
-async def start_step(conn: AsyncConnection, resource_id: uuid.UUID, step: str, reference: str, worker: str) -> AnyRow:
-    """Records that `worker` is about to make a step's external call (again); returns the step row."""
+def _start_step_statement() -> Any:
     s = saga_steps
-    statement = (
-        insert(s)
-        .values(resource_id=resource_id, step=step, reference=reference, status="STARTED", worker=worker)
-        .on_conflict_do_update(
-            index_elements=[s.c.resource_id, s.c.step],
-            set_={"attempts": s.c.attempts + 1, "worker": worker, "updated_at": func.now()},
-        )
-        .returning(s)
+    statement = insert(s).values(
+        resource_id=bindparam("resource_id"),
+        step=bindparam("step"),
+        reference=bindparam("reference"),
+        status="STARTED",
+        worker=bindparam("worker"),
     )
-    return (await conn.execute(statement)).one()
+    return compiled_once(
+        statement.on_conflict_do_update(
+            index_elements=[s.c.resource_id, s.c.step],
+            set_={"attempts": s.c.attempts + 1, "worker": statement.excluded.worker, "updated_at": func.now()},
+        )
+    )
+
+
+_START_STEP = _start_step_statement()
+
+
+async def start_step(conn: AsyncConnection, resource_id: uuid.UUID, step: str, reference: str, worker: str) -> None:
+    """Records that `worker` is about to make a step's external call (again)."""
+    params = {"resource_id": resource_id, "step": step, "reference": reference, "worker": worker}
+    await conn.execute(_START_STEP, params)
 
 
 async def finish_step(

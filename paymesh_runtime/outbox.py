@@ -35,6 +35,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    bindparam,
     func,
     text,
 )
@@ -42,6 +43,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.events.v1 import events_pb2
+from paymesh_runtime.sql import compiled_once
 
 log = logging.getLogger(__name__)
 
@@ -93,21 +95,19 @@ class Outbox:
 
     def __init__(self, outbox: Table, sequences: Table, producer_name: str) -> None:
         self._outbox = outbox
-        self._sequences = sequences
         self._producer_name = producer_name
+        self._next_sequence = compiled_once(
+            insert(sequences)
+            .values(aggregate_id=bindparam("aggregate_id"), last_sequence=1)
+            .on_conflict_do_update(
+                index_elements=["aggregate_id"], set_={"last_sequence": sequences.c.last_sequence + 1}
+            )
+            .returning(sequences.c.last_sequence)
+        )
 
     async def enqueue(self, conn: AsyncConnection, *, topic: str, event: events_pb2.Event) -> events_pb2.Event:
         """Completes the envelope (id, sequence, time, producer) and stores it."""
-        seq = (
-            insert(self._sequences)
-            .values(aggregate_id=event.aggregate_id, last_sequence=1)
-            .on_conflict_do_update(
-                index_elements=["aggregate_id"],
-                set_={"last_sequence": self._sequences.c.last_sequence + 1},
-            )
-            .returning(self._sequences.c.last_sequence)
-        )
-        event.sequence = (await conn.execute(seq)).scalar_one()
+        event.sequence = (await conn.execute(self._next_sequence, {"aggregate_id": event.aggregate_id})).scalar_one()
         event.id = str(uuid.uuid4())
         event.producer = self._producer_name
         event.occurred_at.FromDatetime(datetime.now(UTC))

@@ -23,19 +23,23 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    bindparam,
     func,
+    insert,
     literal,
     select,
     text,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PaymeshError
 from paymesh_runtime.money import Money
 from paymesh_runtime.outbox import outbox_tables
+from paymesh_runtime.sql import compiled_once
 from wallet_svc import ledger
 from wallet_svc.ledger import Account, AccountState, Hold, HoldState, LedgerTransaction, Posting, SystemAccount
 
@@ -242,7 +246,7 @@ class SystemAccounts:
     async def _ensure(self, ref: ledger.SystemRef) -> uuid.UUID:
         async with self._engine.begin() as conn:
             await conn.execute(
-                insert(accounts)
+                pg_insert(accounts)
                 .values(id=uuid.uuid4(), system_account=ref.kind.value, currency=ref.currency)
                 .on_conflict_do_nothing(
                     index_elements=["system_account", "currency"],
@@ -262,7 +266,7 @@ async def insert_wallet(conn: AsyncConnection, owner_id: str, currency: str) -> 
     """The new wallet, or None if the owner already has an open one in this currency."""
     row = (
         await conn.execute(
-            insert(accounts)
+            pg_insert(accounts)
             .values(id=uuid.uuid4(), owner_id=owner_id, currency=currency)
             .on_conflict_do_nothing(
                 index_elements=["owner_id", "currency"],
@@ -331,6 +335,14 @@ async def list_wallets(
 # --- references ---------------------------------------------------------------------
 
 
+_CLAIM_REFERENCE = compiled_once(
+    pg_insert(ledger_references)
+    .values({name: bindparam(name) for name in ("reference", "operation", "fingerprint", "hold_id", "transaction_id")})
+    .on_conflict_do_nothing(index_elements=["reference"])
+    .returning(ledger_references.c.reference)
+)
+
+
 async def claim_reference(
     conn: AsyncConnection,
     reference: str,
@@ -346,18 +358,14 @@ async def claim_reference(
     until the first commits (then this one replays) or rolls back (then this
     one proceeds): two calls can never both take effect.
     """
-    claimed = await conn.scalar(
-        insert(ledger_references)
-        .values(
-            reference=reference,
-            operation=operation.value,
-            fingerprint=fingerprint,
-            hold_id=hold_id,
-            transaction_id=transaction_id,
-        )
-        .on_conflict_do_nothing(index_elements=["reference"])
-        .returning(ledger_references.c.reference)
-    )
+    params = {
+        "reference": reference,
+        "operation": operation.value,
+        "fingerprint": fingerprint,
+        "hold_id": hold_id,
+        "transaction_id": transaction_id,
+    }
+    claimed = await conn.scalar(_CLAIM_REFERENCE, params)
     if claimed is not None:
         return None
     # A new statement: in READ COMMITTED it sees the row the winner committed.

@@ -180,7 +180,7 @@ async def test_racing_workers_deliver_each_webhook_exactly_once(notify: RunningN
             await store.create_endpoint(endpoint_id, merchant, receiver.url(), ["payment.race"], sealed)
             for event in events:
                 raw = event.SerializeToString()
-                incoming = IncomingEvent(uuid.UUID(event.id), event.type, raw, event_json(event))
+                incoming = IncomingEvent(uuid.UUID(event.id), event.type, raw, lambda e=event: event_json(e))
                 assert await store.record_event(incoming, plan_for(event))
 
             async with httpx.AsyncClient(timeout=2.0) as http:
