@@ -1,10 +1,10 @@
 """Email over SMTP (a relay in production, a local sink in the stack and tests).
 
-The standard library's smtplib runs in worker threads, so no async SMTP
-dependency is needed. Each worker thread keeps its SMTP connection open
+The standard library's smtplib runs in the mailer's own few threads, so no
+async SMTP dependency is needed. Each thread keeps its SMTP connection open
 between messages (a new connection per message costs a TCP handshake, the
-greeting and EHLO every time); a connection the server dropped in between is
-reopened once. Each message carries a Message-ID derived from the
+greeting and EHLO every time), so the server sees at most `connections`
+connections; one it dropped in between is reopened once. Each message carries a Message-ID derived from the
 notification id, so in the rare case that a crash between sending and
 recording repeats a send, the duplicate is recognisable (and dropped by MTAs
 and clients that dedupe).
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import smtplib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.header import Header
 from email.mime.text import MIMEText
@@ -37,16 +38,22 @@ class Email:
 class SmtpMailer:
     """Sends emails to a configured SMTP server over per-thread connections."""
 
-    def __init__(self, host: str, port: int, sender: str, timeout_seconds: float) -> None:
+    def __init__(self, host: str, port: int, sender: str, timeout_seconds: float, connections: int = 4) -> None:
         self._host = host
         self._port = port
         self._sender = sender
         self._timeout = timeout_seconds
         self._local = threading.local()
+        self._threads = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="smtp")
 
     async def send(self, email: Email) -> None:
         """Returns once the server accepted the message; raises on any refusal."""
-        await asyncio.to_thread(self._send_blocking, email.to, self._message(email))
+        message = self._message(email)
+        await asyncio.get_running_loop().run_in_executor(self._threads, self._send_blocking, email.to, message)
+
+    async def aclose(self) -> None:
+        """Stops the threads once they finished their sends; their connections close with them."""
+        await asyncio.to_thread(self._threads.shutdown)
 
     def _message(self, email: Email) -> bytes:
         # The compat32 MIMEText: building an EmailMessage parses every header it is given.

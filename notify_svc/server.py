@@ -55,9 +55,10 @@ async def build(settings: NotifySettings) -> app.ServiceApp:
     )
     # No redirects (a 3xx is a failed attempt) and no proxies from the environment.
     http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False)
+    mailer = SmtpMailer(settings.smtp_host, settings.smtp_port, settings.email_sender, settings.smtp_timeout_seconds)
     worker = DeliveryWorker(
         store,
-        SmtpMailer(settings.smtp_host, settings.smtp_port, settings.email_sender, settings.smtp_timeout_seconds),
+        mailer,
         WebhookSender(
             http,
             sealer,
@@ -74,7 +75,7 @@ async def build(settings: NotifySettings) -> app.ServiceApp:
         ],
         probes={"postgres": database_probe(engine)},
         background=[consumer.run, worker.run],
-        cleanup=[http.aclose, dead_letters.close, engine.dispose],
+        cleanup=[http.aclose, mailer.aclose, dead_letters.close, engine.dispose],
     )
 
 
