@@ -31,7 +31,7 @@ from sqlalchemy import (
     text,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -382,6 +382,42 @@ class ResolvedLeg:
     amount: Money
 
 
+def _insert_transaction_statement() -> Any:
+    """INSERT the header (a CTE) and one posting per element of the leg arrays.
+
+    The legs travel as arrays (unnest) rather than as a multi-row VALUES, which
+    SQLAlchemy cannot cache: one statement, compiled once, for any number of legs.
+    """
+    header = (
+        insert(ledger_transactions)
+        .values(
+            id=bindparam("transaction_id"),
+            reference=bindparam("reference"),
+            payment_id=bindparam("payment_id"),
+            description=bindparam("description"),
+        )
+        .cte("header")
+    )
+    leg = (
+        func.unnest(
+            bindparam("posting_ids", type_=ARRAY(UUID(as_uuid=True))),
+            bindparam("account_ids", type_=ARRAY(UUID(as_uuid=True))),
+            bindparam("currencies", type_=ARRAY(String)),
+            bindparam("amounts", type_=ARRAY(BigInteger)),
+        )
+        .table_valued("id", "account_id", "currency", "amount", with_ordinality="n")
+        .render_derived(name="leg")
+    )
+    rows = select(
+        leg.c.id, bindparam("transaction_id", type_=UUID(as_uuid=True)), leg.c.account_id, leg.c.currency, leg.c.amount
+    ).order_by(leg.c.n)
+    columns = ["id", "transaction_id", "account_id", "currency", "amount"]
+    return insert(postings).from_select(columns, rows).add_cte(header).returning(postings)
+
+
+_INSERT_TRANSACTION = _insert_transaction_statement()
+
+
 async def insert_transaction(
     conn: AsyncConnection,
     transaction_id: uuid.UUID,
@@ -390,30 +426,18 @@ async def insert_transaction(
     legs: Sequence[ResolvedLeg],
 ) -> LedgerTransaction:
     """The transaction and its postings in one statement; the triggers apply them to the balances."""
-    header = (
-        insert(ledger_transactions)
-        .values(id=transaction_id, reference=request.reference, payment_id=payment_id, description=request.description)
-        .cte("header")
-    )
-    rows = (
-        await conn.execute(
-            insert(postings)
-            .values(
-                [
-                    {
-                        "id": uuid.uuid4(),
-                        "transaction_id": transaction_id,
-                        "account_id": leg.account.id,
-                        "currency": leg.amount.currency,
-                        "amount": leg.amount.amount,
-                    }
-                    for leg in sorted(legs, key=lambda leg: leg.account.id)
-                ]
-            )
-            .add_cte(header)
-            .returning(postings)
-        )
-    ).all()
+    ordered = sorted(legs, key=lambda leg: leg.account.id)
+    params = {
+        "transaction_id": transaction_id,
+        "reference": request.reference,
+        "payment_id": payment_id,
+        "description": request.description,
+        "posting_ids": [uuid.uuid4() for _ in ordered],
+        "account_ids": [leg.account.id for leg in ordered],
+        "currencies": [leg.amount.currency for leg in ordered],
+        "amounts": [leg.amount.amount for leg in ordered],
+    }
+    rows = (await conn.execute(_INSERT_TRANSACTION, params)).all()
     system = {leg.account.id: leg.account.system_account for leg in legs}
     entries = tuple(
         Posting(
