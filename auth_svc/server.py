@@ -15,7 +15,7 @@ from auth_svc.settings import AuthSettings
 from paymesh.auth.v1 import auth_pb2_grpc
 from paymesh_runtime import app
 from paymesh_runtime.db import create_engine, database_probe
-from paymesh_runtime.outbox import OutboxRelay, kafka_producer_factory
+from paymesh_runtime.outbox import outbox_relay
 from paymesh_runtime.redis import create_redis, redis_probe
 from paymesh_runtime.server import Servicer
 
@@ -48,7 +48,7 @@ async def build(settings: AuthSettings) -> app.ServiceApp:
             access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         ),
     )
-    relay = OutboxRelay(engine, store.outbox, kafka_producer_factory(settings.kafka_bootstrap_servers))
+    relay = outbox_relay(engine, store.outbox, settings)
     return app.ServiceApp(
         servicers=[Servicer("paymesh.auth.v1.AuthService", service, auth_pb2_grpc.add_AuthServiceServicer_to_server)],
         probes={"postgres": database_probe(engine), "redis": redis_probe(redis)},

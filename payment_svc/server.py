@@ -23,7 +23,7 @@ from paymesh_runtime import app
 from paymesh_runtime.channels import internal_channel
 from paymesh_runtime.db import create_engine, database_probe
 from paymesh_runtime.identity import ServiceTokens
-from paymesh_runtime.outbox import Outbox, OutboxRelay, kafka_producer_factory
+from paymesh_runtime.outbox import Outbox, outbox_relay
 from paymesh_runtime.server import Servicer
 
 NAME = "payment_svc"
@@ -62,7 +62,7 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
         interval_seconds=settings.recovery_interval_seconds,
         batch_size=settings.recovery_batch_size,
     )
-    relay = OutboxRelay(engine, store.outbox, kafka_producer_factory(settings.kafka_bootstrap_servers))
+    relay = outbox_relay(engine, store.outbox, settings)
 
     async def close_wallet_channel() -> None:
         await wallet_channel.close(None)

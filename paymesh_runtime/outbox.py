@@ -5,7 +5,8 @@ Writer: `Outbox.enqueue(conn, ...)` inserts the event in the caller's
 transaction, numbering it per aggregate (gap-free `sequence`).
 
 Relay: `OutboxRelay.run()` publishes unpublished rows in order with an
-idempotent producer (acks=all) and marks them published. Rows are split into
+idempotent producer (acks=all) and marks them published; published rows are
+kept for `retention` (to inspect or replay them), then deleted in batches. Rows are split into
 shards by aggregate; each shard is owned by one relay replica at a time
 through a PostgreSQL advisory lock held on the relay's connection, so several
 replicas share the work without ever publishing one aggregate's events out of
@@ -18,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry import propagate
@@ -36,13 +38,16 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    delete,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.events.v1 import events_pb2
+from paymesh_runtime.settings import ServiceSettings
 from paymesh_runtime.sql import compiled_once
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,13 @@ def create_outbox_schema(connection: Connection) -> None:
     metadata = MetaData()
     outbox_tables(metadata)
     metadata.create_all(connection)
+
+
+def create_outbox_prune_index(connection: Connection) -> None:
+    """The index the relay finds rows to prune by; used by each service's migration after the first."""
+    connection.execute(
+        text("CREATE INDEX IF NOT EXISTS outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL")
+    )
 
 
 def shard_of(aggregate_id: str) -> int:
@@ -143,6 +155,16 @@ def kafka_producer_factory(bootstrap_servers: str) -> ProducerFactory:
     return make
 
 
+def outbox_relay(engine: AsyncEngine, outbox: Table, settings: ServiceSettings) -> OutboxRelay:
+    """A service's relay, as its settings configure it."""
+    return OutboxRelay(
+        engine,
+        outbox,
+        kafka_producer_factory(settings.kafka_bootstrap_servers),
+        retention=timedelta(hours=settings.outbox_retention_hours),
+    )
+
+
 class OutboxRelay:
     """Publishes outbox rows to Kafka; safe to run in several replicas."""
 
@@ -155,6 +177,9 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_seconds: float = 0.05,
         max_backoff_seconds: float = 5.0,
+        retention: timedelta = timedelta(hours=24),
+        prune_every_seconds: float = 60.0,
+        prune_batch_size: int = 5000,
     ) -> None:
         self._engine = engine
         self._outbox = outbox
@@ -162,6 +187,9 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._idle = idle_seconds
         self._max_backoff = max_backoff_seconds
+        self._retention = retention
+        self._prune_every = prune_every_seconds
+        self._prune_batch = prune_batch_size
         self.published = 0
 
     async def run(self) -> None:
@@ -198,12 +226,36 @@ class OutboxRelay:
 
     async def _relay(self, conn: AsyncConnection, producer: AIOKafkaProducer) -> None:
         owned: list[int] = []
+        next_prune = time.monotonic()
         while True:
             if len(owned) < SHARDS:
                 owned = await self._claim_shards(conn, owned)
             sent = await self.relay_batch(conn, producer, owned) if owned else 0
+            if time.monotonic() >= next_prune:
+                await self.prune(conn)
+                next_prune = time.monotonic() + self._prune_every
             if sent < self._batch_size:
                 await asyncio.sleep(self._idle if owned else 1.0)
+
+    async def prune(self, conn: AsyncConnection) -> int:
+        """Deletes up to a batch of rows published longer than the retention ago; returns how many.
+
+        Any replica may prune (SKIP LOCKED keeps them off each other's rows);
+        a row not yet published is never deleted.
+        """
+        o = self._outbox
+        due = (
+            select(o.c.position)
+            .where(o.c.published_at < func.now() - self._retention)
+            .order_by(o.c.published_at)
+            .limit(self._prune_batch)
+            .with_for_update(skip_locked=True)
+        )
+        result = await conn.execute(delete(o).where(o.c.position.in_(due.scalar_subquery())))
+        pruned = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if pruned:
+            log.info("pruned %d published outbox rows", pruned)
+        return pruned
 
     async def _claim_shards(self, conn: AsyncConnection, owned: list[int]) -> list[int]:
         for shard in range(SHARDS):

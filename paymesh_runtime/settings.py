@@ -24,6 +24,9 @@ class ServiceSettings(BaseSettings):
     )
     database_pool_size: int = Field(20, ge=1, description="Connections kept open per replica.")
     kafka_bootstrap_servers: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers.")
+    outbox_retention_hours: float = Field(
+        24.0, gt=0, description="How long published outbox rows are kept (to inspect or replay) before deletion."
+    )
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector endpoint; empty disables export.")
     log_level: str = Field("INFO", description="Root log level.")
     log_format: str = Field("json", pattern="^(json|text)$", description="json or text logs.")

@@ -10,7 +10,7 @@ from paymesh.wallet.v1 import wallet_pb2_grpc
 from paymesh_runtime import app
 from paymesh_runtime.db import create_engine, database_probe
 from paymesh_runtime.identity import ServiceTokens
-from paymesh_runtime.outbox import Outbox, OutboxRelay, kafka_producer_factory
+from paymesh_runtime.outbox import Outbox, outbox_relay
 from paymesh_runtime.server import Servicer
 from wallet_svc import store
 from wallet_svc.operations import HoldPolicy, Ledger
@@ -35,7 +35,7 @@ async def build(settings: WalletSettings) -> app.ServiceApp:
     # No Redis: balances are never cached (a stale balance must never back a
     # debit), and nothing else in the ledger needs it.
     engine = create_engine(settings)
-    relay = OutboxRelay(engine, store.outbox, kafka_producer_factory(settings.kafka_bootstrap_servers))
+    relay = outbox_relay(engine, store.outbox, settings)
     sweeper = HoldSweeper(
         engine, interval_seconds=settings.sweeper_interval_seconds, batch_size=settings.sweeper_batch_size
     )
