@@ -14,8 +14,11 @@ scenario and prints throughput and latency percentiles:
 - The same from one payer to one payee: every payment locks the same two
   wallet rows (a hot account).
 
-After the runs it checks that the ledger agrees with the payments: the payers'
-balances fell by exactly the sum of their SUCCEEDED payments. Results go to
+For each payment scenario it also reports the CPU time each component of the
+stack spent per successful payment (from /proc), which says where a payment's
+cycles go on this machine. After the runs it checks that the ledger agrees
+with the payments: the payers' balances fell by exactly the sum of their
+SUCCEEDED payments. Results go to
 .run/bench/<timestamp>.json; docs/performance.md interprets them.
 Every run is bounded (`--duration`) and stops by itself; traffic stays on 127.0.0.1.
 """
@@ -23,12 +26,14 @@ Every run is bounded (`--duration`) and stops by itself; traffic stays on 127.0.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,9 @@ from typing import Any
 import httpx
 
 from devstack.components import REPO_ROOT
+from devstack.cpu import component_cpu_seconds
 from devstack.ports import LOCAL, Ports
+from devstack.stack import Stack
 
 PROTOSET = REPO_ROOT / "gen" / "paymesh.pb"
 PAYMENT_AMOUNT = 100  # minor units
@@ -196,9 +203,10 @@ def _merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _summary(name: str, report: dict[str, Any]) -> dict[str, Any]:
+def _summary(name: str, report: dict[str, Any], cpu_seconds: dict[str, float]) -> dict[str, Any]:
     latencies = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
     codes = report.get("statusCodeDistribution") or {}
+    succeeded = max(1, int(codes.get("OK", 0)))
     return {
         "scenario": name,
         "requests": report["count"],
@@ -207,7 +215,20 @@ def _summary(name: str, report: dict[str, Any]) -> dict[str, Any]:
         "p95_ms": round(latencies.get(95, 0.0), 2),
         "p99_ms": round(latencies.get(99, 0.0), 2),
         "codes": codes,
+        "cpu_ms_per_call": {
+            component: round(seconds * 1000 / succeeded, 1)
+            for component, seconds in sorted(cpu_seconds.items(), key=lambda item: -item[1])
+            if seconds > 0
+        },
     }
+
+
+def _measured(roots: dict[str, int], run: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Runs a scenario; returns ghz's report and the CPU seconds each component spent meanwhile."""
+    before = component_cpu_seconds(roots)
+    report = run()
+    after = component_cpu_seconds(roots)
+    return report, {component: after[component] - before.get(component, 0.0) for component in after}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -270,9 +291,11 @@ def main(argv: list[str] | None = None) -> None:
             ),
         ]
         results = []
+        roots = Stack.for_profile("local").pids()
         for name, target, call, jobs in scenarios:
             print(f"[bench] {name}: {args.duration}s at {args.concurrency} in flight", flush=True)
-            results.append(_summary(name, _run_ghz(name, target, call, jobs, args)))
+            report, cpu = _measured(roots, functools.partial(_run_ghz, name, target, call, jobs, args))
+            results.append(_summary(name, report, cpu))
 
         paid = sum(_paid_from(edge, payer) for payer in payers)
         after = sum(_posted(edge, payer) for payer in payers)
@@ -283,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['scenario']:40} {r['requests']:>7} {r['rps']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} "
             f"{r['p99_ms']:>8}  {r['codes']}"
         )
+    print("\nCPU ms per successful call, by component:")
+    for r in results:
+        print(f"  {r['scenario']:40} " + ", ".join(f"{c} {ms}" for c, ms in r["cpu_ms_per_call"].items()))
     print(f"\nledger check: the payers' balances fell by {before - after}; their SUCCEEDED payments total {paid}")
     out_dir = REPO_ROOT / ".run" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
