@@ -313,24 +313,6 @@ async def move(
     return row, await record_transition(conn, kind, resource_id, from_state, to_state, reason)
 
 
-async def change_state(
-    conn: AsyncConnection,
-    kind: str,
-    resource_id: uuid.UUID,
-    *,
-    owner: str,
-    from_state: str,
-    to_state: str,
-    reason: str,
-    values: dict[str, Any] | None = None,
-) -> AnyRow | None:
-    """Moves a leased resource from `from_state` to `to_state`; None if the state or the lease moved on."""
-    moved = await move(
-        conn, kind, resource_id, owner=owner, from_state=from_state, to_state=to_state, reason=reason, values=values
-    )
-    return moved[0] if moved else None
-
-
 async def update_leased(
     conn: AsyncConnection, kind: str, resource_id: uuid.UUID, owner: str, values: dict[str, Any]
 ) -> AnyRow | None:

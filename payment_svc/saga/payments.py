@@ -35,7 +35,7 @@ from payment_svc.lifecycle import (
     check_capturable,
     check_payment_transition,
 )
-from payment_svc.saga.steps import Driven, LeaseLost, Steps, recorded_response
+from payment_svc.saga.steps import Driven, Steps, recorded_response
 from payment_svc.store import AnyRow
 from paymesh.payment.v1 import payment_pb2
 from paymesh_runtime.errors import FailedPrecondition, PaymeshError
@@ -63,6 +63,10 @@ class PaymentRecord:
 
 def first_step(row: AnyRow) -> str:
     return "hold" if row.source_wallet_id else "authorize"
+
+
+def _check_transition(current: str, target: str) -> None:
+    check_payment_transition(PaymentState(current), PaymentState(target))
 
 
 class PaymentLog:
@@ -121,27 +125,16 @@ class PaymentLog:
             changes["lease_expires_at"] = func.now() + self._steps.config.lease
         transitions = record.transitions
         async with self._steps.engine.begin() as conn:
-            if step is not None:
-                await store.finish_step(conn, p.payment_id, step, status, result_ref, reason)
-            if target is not None:
-                check_payment_transition(PaymentState(p.state), target)
-                moved = await store.move(
-                    conn, "payment", p.payment_id, owner=owner, from_state=p.state, to_state=target,
-                    reason=reason, values=changes,
-                )  # fmt: skip
-                if moved is None:
-                    raise LeaseLost(f"payment {p.payment_id}")
-                row, transition = moved
+            row, transition = await self._steps.write_result(
+                conn, "payment", p, p.payment_id, step=step, status=status, result_ref=result_ref, to_state=target,
+                reason=reason, values=changes, check_transition=_check_transition,
+            )  # fmt: skip
+            if transition is not None:
                 transitions += (transition,)
                 message = views.payment(row, transitions)
                 await self._events.payment_changed(conn, message, p.state)
                 if resting:
                     await self._keys.complete(conn, p.payment_id, recorded_response(message, error))
-            else:
-                updated = await store.update_leased(conn, "payment", p.payment_id, owner, changes)
-                if updated is None:
-                    raise LeaseLost(f"payment {p.payment_id}")
-                row = updated
             if next_step is not None and not resting:
                 await store.start_step(conn, p.payment_id, next_step, f"{p.payment_id}:{next_step}", owner)
         self._steps.after_commit(step, status)
@@ -264,17 +257,11 @@ class PaymentFlow:
                 )
             amount = capture_amount(Money(p.currency, p.amount), requested)
             await self._steps.claim_locked(conn, "payment", payment_id)
-            row = await store.change_state(
-                conn,
-                "payment",
-                payment_id,
-                owner=self._steps.owner,
-                from_state=p.state,
-                to_state=PaymentState.PROCESSING,
-                reason="capture_requested",
-                values={"capture_requested": amount.amount},
-            )
-            assert row is not None  # the row lock and the lease are ours
+            row, _ = await self._steps.write_result(
+                conn, "payment", p, payment_id, step=None, status="", result_ref="", to_state=PaymentState.PROCESSING,
+                reason="capture_requested", values={"capture_requested": amount.amount},
+                check_transition=_check_transition,
+            )  # fmt: skip
             await self._log.payment_changed(conn, row, p.state)
 
     async def request_cancel(self, payment_id: uuid.UUID, reason: str) -> None:

@@ -26,7 +26,6 @@ from payment_svc.processor import (
 from payment_svc.saga.steps import (
     Driven,
     Interrupted,
-    LeaseLost,
     Steps,
     dependency_unavailable,
     processor_unavailable,
@@ -35,6 +34,10 @@ from payment_svc.saga.steps import (
 from payment_svc.store import AnyRow
 from paymesh_runtime.errors import PaymeshError
 from paymesh_runtime.money import Money
+
+
+def _check_transition(current: str, target: str) -> None:
+    check_payout_transition(PayoutState(current), PayoutState(target))
 
 
 class PayoutFlow:
@@ -87,20 +90,12 @@ class PayoutFlow:
         values: dict[str, Any] | None = None,
         error: PaymeshError | None = None,
     ) -> None:
-        owner = self._steps.owner
         async with self._steps.engine.begin() as conn:
-            if step is not None:
-                await store.finish_step(conn, o.payout_id, step, status, result_ref, reason)
-            if to_state is None or to_state == o.state:
-                row = await store.update_leased(conn, "payout", o.payout_id, owner, values or {})
-            else:
-                check_payout_transition(PayoutState(o.state), to_state)
-                row = await store.change_state(
-                    conn, "payout", o.payout_id, owner=owner, from_state=o.state, to_state=to_state,
-                    reason=reason, values=values,
-                )  # fmt: skip
-            if row is None:
-                raise LeaseLost(f"payout {o.payout_id}")
+            row, _ = await self._steps.write_result(
+                conn, "payout", o, o.payout_id, step=step, status=status, result_ref=result_ref, to_state=to_state,
+                reason=reason, values=values or {},
+                check_transition=_check_transition,
+            )  # fmt: skip
             if row.state != o.state:
                 message = views.payout(row)
                 await self._events.payout_changed(conn, message, created=False)

@@ -23,9 +23,13 @@ from payment_svc.idempotency import IdempotencyKeys
 from payment_svc.ledger import SETTLEMENT, Ledger, LedgerRefused, LedgerUnavailable, Posting, wallet_account
 from payment_svc.lifecycle import PaymentState, RefundState, check_refund_transition, check_refundable, refund_amount
 from payment_svc.processor import Outcome, Processor, ProcessorRejected, ProcessorResult
-from payment_svc.saga.steps import Driven, Interrupted, LeaseLost, Steps, dependency_unavailable, recorded_response
+from payment_svc.saga.steps import Driven, Interrupted, Steps, dependency_unavailable, recorded_response
 from payment_svc.store import AnyRow
 from paymesh_runtime.money import Money
+
+
+def _check_transition(current: str, target: str) -> None:
+    check_refund_transition(RefundState(current), RefundState(target))
 
 
 class RefundFlow:
@@ -103,20 +107,12 @@ class RefundFlow:
         values: dict[str, Any] | None = None,
     ) -> None:
         """One transaction: step result, state change + transition, event, idempotency response."""
-        owner = self._steps.owner
         async with self._steps.engine.begin() as conn:
-            if step is not None:
-                await store.finish_step(conn, r.refund_id, step, status, result_ref, reason)
-            if to_state is None:
-                row = await store.update_leased(conn, "refund", r.refund_id, owner, values or {})
-            else:
-                check_refund_transition(RefundState(r.state), to_state)
-                row = await store.change_state(
-                    conn, "refund", r.refund_id, owner=owner, from_state=r.state, to_state=to_state,
-                    reason=reason, values=values,
-                )  # fmt: skip
-            if row is None:
-                raise LeaseLost(f"refund {r.refund_id}")
+            row, _ = await self._steps.write_result(
+                conn, "refund", r, r.refund_id, step=step, status=status, result_ref=result_ref, to_state=to_state,
+                reason=reason, values=values or {},
+                check_transition=_check_transition,
+            )  # fmt: skip
             if to_state is not None:
                 await store.settle_refund(conn, r.payment_id, r.amount, succeeded=to_state is RefundState.SUCCEEDED)
                 await self._events.refund_changed(

@@ -166,6 +166,40 @@ class Steps:
         except ProcessorError as error:
             raise Interrupted(dependency_unavailable("the payment processor")) from error
 
+    async def write_result(
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        row: AnyRow,
+        resource_id: uuid.UUID,
+        *,
+        step: str | None,
+        status: str,
+        result_ref: str,
+        to_state: str | None,
+        reason: str,
+        values: dict[str, Any],
+        check_transition: Callable[[str, str], None],
+    ) -> tuple[AnyRow, AnyRow | None]:
+        """In the caller's transaction: a step's result, and the state change it causes (checked
+        against the lifecycle) or other values, under this replica's lease. Returns the updated row and
+        the transition row (None without a state change); LeaseLost if another replica took over."""
+        if step is not None:
+            await store.finish_step(conn, resource_id, step, status, result_ref, reason)
+        moved: tuple[AnyRow, AnyRow | None] | None
+        if to_state is None or to_state == row.state:
+            updated = await store.update_leased(conn, kind, resource_id, self.owner, values)
+            moved = None if updated is None else (updated, None)
+        else:
+            check_transition(row.state, to_state)
+            moved = await store.move(
+                conn, kind, resource_id, owner=self.owner, from_state=row.state, to_state=to_state,
+                reason=reason, values=values,
+            )  # fmt: skip
+        if moved is None:
+            raise LeaseLost(f"{kind} {resource_id}")
+        return moved
+
     def after_commit(self, step: str | None, status: str) -> None:
         """Crash tests: dies right after the configured step's result committed."""
         if step and status == "DONE" and step == self.config.crash_after_step:
