@@ -53,7 +53,7 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
     keys = IdempotencyKeys(timedelta(hours=settings.idempotency_retention_hours))
     config = saga_config(settings)
     saga = Saga(engine, ledger, processor, events, keys, config)
-    service = PaymentService(engine, saga, WalletDirectory(ledger), keys, events, processor, config.lease)
+    service = PaymentService(engine, saga, WalletDirectory(ledger), keys, events, processor)
     recovery = RecoveryWorker(
         engine,
         saga,

@@ -24,13 +24,12 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TypeVar
 
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_status import rpc_status
-from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_svc import store, views
@@ -92,7 +91,6 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         keys: IdempotencyKeys,
         events: PaymentEvents,
         processor: Processor,
-        lease: timedelta,
     ) -> None:
         self._engine = engine
         self._saga = saga
@@ -101,7 +99,6 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         self._wallets = wallets
         self._keys = keys
         self._events = events
-        self._lease = lease
         self._webhooks = WebhookHandler(engine, saga, processor)
 
     # --- idempotency ------------------------------------------------------------------
@@ -120,9 +117,6 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     async def _previous(self, user: User, key: str, print_: bytes) -> Recorded | None:
         async with self._engine.connect() as conn:
             return await self._keys.lookup(conn, user.user_id, key, print_)
-
-    def _lease_values(self) -> dict[str, Any]:
-        return {"lease_owner": self._saga.owner, "lease_expires_at": func.now() + self._lease}
 
     # --- payments ---------------------------------------------------------------------
 
@@ -254,7 +248,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
             recorded = await self._keys.reserve(conn, user.user_id, key, "CreateRefund", print_, refund_id)
             if recorded is None:
                 await self._saga.open_refund(
-                    conn, payment.payment_id, refund_id, requested, reason, user.user_id, self._lease_values()
+                    conn, payment.payment_id, refund_id, requested, reason, user.user_id, self._saga.lease_values()
                 )
         if recorded is not None:
             return await self._replay(context, recorded, payment_pb2.Refund)
@@ -291,7 +285,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
             recorded = await self._keys.reserve(conn, user.user_id, key, "CreatePayout", print_, payout_id)
             if recorded is None:
                 values = {**draft, "payout_id": payout_id, "owner_id": user.user_id, "state": "PENDING"}
-                row = await store.insert_resource(conn, "payout", {**values, **self._lease_values()})
+                row = await store.insert_resource(conn, "payout", {**values, **self._saga.lease_values()})
                 await store.record_transition(conn, "payout", payout_id, "", "PENDING", "created")
                 await self._events.payout_changed(conn, views.payout(row), created=True)
         if recorded is not None:

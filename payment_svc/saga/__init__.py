@@ -83,6 +83,10 @@ class Saga:
     def owner(self) -> str:
         return self._steps.owner
 
+    def lease_values(self) -> dict[str, Any]:
+        """Columns that lease a new refund or payout to this replica."""
+        return self._steps.lease_values()
+
     async def open_payment(self, conn: AsyncConnection, values: dict[str, Any]) -> PaymentRecord:
         """Creates a payment in the caller's transaction, leased to this replica, its first step started."""
         return await self._payment_log.create(conn, values)

@@ -87,8 +87,7 @@ class PaymentLog:
 
     async def create(self, conn: AsyncConnection, values: dict[str, Any]) -> PaymentRecord:
         """Inserts a PENDING payment leased to this replica, its event, and its first step STARTED."""
-        lease = {"lease_owner": self._steps.owner, "lease_expires_at": func.now() + self._steps.config.lease}
-        row = await store.insert_resource(conn, "payment", values | lease)
+        row = await store.insert_resource(conn, "payment", values | self._steps.lease_values())
         created = await store.record_transition(conn, "payment", row.payment_id, "", PaymentState.PENDING, "created")
         record = PaymentRecord(row, (created,))
         await self._events.payment_changed(conn, record.message(), "")

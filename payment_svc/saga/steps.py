@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payment_svc import store
@@ -118,6 +119,10 @@ class Steps:
     @property
     def owner(self) -> str:
         return self.config.worker_id
+
+    def lease_values(self) -> dict[str, Any]:
+        """Columns that lease a new resource to this replica (it starts working on it at once)."""
+        return {"lease_owner": self.owner, "lease_expires_at": func.now() + self.config.lease}
 
     async def load(self, kind: str, resource_id: uuid.UUID) -> AnyRow:
         async with self.engine.connect() as conn:
