@@ -73,8 +73,12 @@ class PaymentSettings(ServiceSettings):
     recovery_batch_size: int = Field(50, ge=1, description="Resources claimed per recovery round.")
     crash_after_step: str = Field(
         "",
-        pattern="^(|hold|authorize|capture|credit|payout)$",
-        description="TESTS ONLY: SIGKILL the process right after this saga step commits (crash-recovery tests).",
+        pattern="^(|(hold|authorize|capture|credit|payout)(|:started|:called))$",
+        description=(
+            "TESTS ONLY (crash-recovery tests): SIGKILL the process at a point of a saga step: `<step>` right after "
+            "its result commits, `<step>:started` once it is recorded STARTED but before its call, `<step>:called` "
+            "after its call answered but before its result commits."
+        ),
     )
 
     @model_validator(mode="after")

@@ -330,19 +330,22 @@ async def update_leased(
 # --- leases ---------------------------------------------------------------------------
 
 
-def _lease_free(table: Table, owner: str) -> Any:
-    return or_(table.c.lease_owner.is_(None), table.c.lease_expires_at < func.now(), table.c.lease_owner == owner)
-
-
 async def claim(
-    conn: AsyncConnection, kind: str, resource_id: uuid.UUID, owner: str, lease: timedelta
+    conn: AsyncConnection, kind: str, resource_id: uuid.UUID, owner: str, lease: timedelta, *, renew: bool = False
 ) -> AnyRow | None:
-    """Takes (or renews) the lease on one resource; None if another replica holds it."""
+    """Takes the lease on one resource, or with `renew` extends the caller's own; None if someone holds it.
+
+    Taking needs a free (or lapsed) lease even when `owner` holds it: a lease
+    held by this very replica means one of its tasks works on the resource.
+    """
     table, id_column = WORKED[kind]
+    free = or_(table.c.lease_owner.is_(None), table.c.lease_expires_at < func.now())
+    if renew:
+        free = or_(free, table.c.lease_owner == owner)
     return (
         await conn.execute(
             table.update()
-            .where(id_column == resource_id, _lease_free(table, owner))
+            .where(id_column == resource_id, free)
             .values(lease_owner=owner, lease_expires_at=func.now() + lease)
             .returning(table)
         )

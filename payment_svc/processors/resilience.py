@@ -29,6 +29,7 @@ from payment_svc.processor import (
     ProcessorClient,
     ProcessorError,
     ProcessorResult,
+    ProcessorTimeout,
     ProcessorUnavailable,
     WebhookEvent,
 )
@@ -226,25 +227,39 @@ async def call_resiliently(
     time). A retryable failure counts against the breaker; a non-retryable
     one (a rejected request) means the processor answered, so it counts as a
     success for the breaker and is raised at once.
+
+    Once an attempt timed out, the operation may have taken effect at the
+    processor: if the later attempts end unavailable (down, or the breaker
+    opened) instead of answering, the outcome is still unknown, so the call
+    fails with ProcessorTimeout rather than ProcessorUnavailable ("nothing
+    happened"), and the caller asks again later with the same key.
     """
     attempt = 0
+    timed_out: ProcessorTimeout | None = None
     while True:
         attempt += 1
-        breaker.acquire()
         try:
-            result = await operation()
+            breaker.acquire()
+            try:
+                result = await operation()
+            except ProcessorError as error:
+                if error.retryable:
+                    breaker.record_failure()
+                else:
+                    breaker.record_success()
+                raise
+            except BaseException:
+                breaker.release()  # cancelled or a bug: says nothing about the processor
+                raise
         except ProcessorError as error:
-            if error.retryable:
-                breaker.record_failure()
-            else:
-                breaker.record_success()
+            if isinstance(error, ProcessorTimeout):
+                timed_out = error
             if not policy.should_retry(error, attempt):
+                if timed_out is not None and isinstance(error, ProcessorUnavailable):
+                    raise ProcessorTimeout(f"{timed_out.message}; then: {error.message}") from error
                 raise
             await sleep(policy.backoff(attempt, random))
             continue
-        except BaseException:
-            breaker.release()  # cancelled or a bug: says nothing about the processor
-            raise
         breaker.record_success()
         return result
 

@@ -153,10 +153,13 @@ class Steps:
         reference = f"{resource_id}:{step}"
         if not started:
             async with self.engine.begin() as conn:
-                if await store.claim(conn, kind, resource_id, self.owner, self.config.lease) is None:
+                if await store.claim(conn, kind, resource_id, self.owner, self.config.lease, renew=True) is None:
                     raise LeaseLost(f"{kind} {resource_id}")
                 await store.start_step(conn, resource_id, step, reference, self.owner)
-        return await call(reference)
+        self._crash_at(f"{step}:started")
+        result = await call(reference)
+        self._crash_at(f"{step}:called")
+        return result
 
     async def processor_call(
         self, resource_id: uuid.UUID, call: Callable[[], Awaitable[ProcessorResult]]
@@ -207,11 +210,16 @@ class Steps:
 
     def after_commit(self, step: str | None, status: str) -> None:
         """Crash tests: dies right after the configured step's result committed."""
-        if step and status == "DONE" and step == self.config.crash_after_step:
-            self._crash(step)
+        if step and status == "DONE":
+            self._crash_at(step)
+
+    def _crash_at(self, point: str) -> None:
+        if point == self.config.crash_after_step:
+            self._crash(point)
 
     async def claim_locked(self, conn: AsyncConnection, kind: str, resource_id: uuid.UUID) -> None:
-        """Takes the lease of a row the caller has locked; ABORTED if another call works on it."""
+        """Takes the lease of a row the caller has locked; ABORTED if another call (here or on another
+        replica) works on it."""
         if await store.claim(conn, kind, resource_id, self.owner, self.config.lease) is None:
             raise Aborted(
                 "PAYMENT_IN_PROGRESS",

@@ -10,13 +10,16 @@ nowhere. Callers talk gRPC directly, with the identity headers Envoy would set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import asyncpg
 import grpc
@@ -51,6 +54,24 @@ def start_dependencies(stack: Stack) -> None:
     if not grpc_serving(f"127.0.0.1:{stack.ports.wallet}"):
         stack.up(["wallet"])
     stack.stop_component("payment")
+
+
+@contextlib.contextmanager
+def processor_faults(stack: Stack, **faults: float) -> Iterator[None]:
+    """The stack's processor simulator misbehaves as told (POST /_sim/config) inside the block."""
+
+    def configure(values: dict[str, float]) -> None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{stack.ports.processor}/_sim/config", data=json.dumps(values).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5):  # noqa: S310
+            pass
+
+    configure(faults)
+    try:
+        yield
+    finally:
+        configure(dict.fromkeys(faults, 0))
 
 
 def user(user_id: str, role: str = "CUSTOMER", key: str | None = None) -> list[tuple[str, str]]:

@@ -1,10 +1,13 @@
 """kill -9 of payment_svc in the middle of a payment; after a restart every payment finishes and the ledger holds.
 
-PAYMENT_CRASH_AFTER_STEP makes the process SIGKILL itself right after a saga
-step's row commits: a real kill -9 at a deterministic point. The restarted
-service (without the setting) must resume the payment from its step log,
-repeat no effect (the wallet and the processor see the same references), and
-complete the idempotency key, so the client's retry gets the final answer.
+PAYMENT_CRASH_AFTER_STEP makes the process SIGKILL itself at a deterministic
+point of a saga step: a real kill -9 right after the step's result commits
+(`hold`), after the step is recorded STARTED but before its call
+(`hold:started`), or after its call answered but before its result commits
+(`capture:called`: the money moved, payment_svc does not know it yet). The
+restarted service (without the setting) must resume the payment from its step
+log, repeat no effect (the wallet and the processor see the same references),
+and complete the idempotency key, so the client's retry gets the final answer.
 """
 
 from __future__ import annotations
@@ -34,14 +37,25 @@ async def mesh(infra: Stack) -> AsyncIterator[Mesh]:
 
 @pytest.mark.parametrize(
     ("step", "source"),
-    [("hold", "wallet"), ("authorize", "card"), ("capture", "card"), ("credit", "card")],
+    [
+        ("hold:started", "wallet"),
+        ("hold:called", "wallet"),
+        ("hold", "wallet"),
+        ("capture:called", "wallet"),
+        ("authorize:called", "card"),
+        ("authorize", "card"),
+        ("capture:called", "card"),
+        ("capture", "card"),
+        ("credit:called", "card"),
+        ("credit", "card"),
+    ],
 )
 async def test_a_payment_killed_after_a_step_is_finished_after_restart(
     mesh: Mesh, infra: Stack, step: str, source: str
 ) -> None:
     alice, bob = f"alice-{uuid.uuid4().hex[:8]}", f"bob-{uuid.uuid4().hex[:8]}"
     a, b = await mesh.wallet(alice, 1000), await mesh.wallet(bob)
-    key = f"crash-{step}-{uuid.uuid4().hex[:8]}"
+    key = f"crash-{step.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
     wallet_source = source == "wallet"
 
     crashing = PaymentProcess(infra, {"PAYMENT_CRASH_AFTER_STEP": step})

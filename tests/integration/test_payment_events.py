@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import struct
 import uuid
 from collections import defaultdict
@@ -125,3 +126,27 @@ async def test_kcat_reads_a_payment_event_as_the_documented_protobuf_envelope(me
     assert last.payment_changed.payment.amount_captured.amount == 250
     assert last.HasField("occurred_at")
     uuid.UUID(last.id)
+
+
+async def test_kcat_sees_the_payment_id_as_key_and_trace_and_content_type_headers(mesh: Mesh, infra: Stack) -> None:
+    alice = f"alice-{uuid.uuid4().hex[:8]}"
+    a = await mesh.wallet(alice)
+    payment = await mesh.pay(alice, f"kcat-{uuid.uuid4().hex[:6]}", card="tok_visa", destination=a, amount=120)
+    await consume(infra.kafka_bootstrap, {payment.payment_id}, expected=3)
+    kcat = await asyncio.create_subprocess_exec(
+        *["kcat", "-C", "-b", infra.kafka_bootstrap, "-t", TOPIC_PAYMENTS, "-o", "beginning", "-e", "-q"],
+        *["-f", "%k\t%h\n"],  # the key, then the headers as name=value,name=value
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(kcat.communicate(), timeout=60)
+    assert kcat.returncode == 0
+    mine = [
+        line.split("\t", 1)[1]
+        for line in out.decode(errors="replace").splitlines()
+        if line.startswith(payment.payment_id + "\t")
+    ]
+    assert len(mine) >= 3  # created, processing, succeeded: keyed by the payment id
+    for headers in mine:
+        assert "content-type=application/x-protobuf; proto=paymesh.events.v1.Event" in headers
+        assert re.search(r"traceparent=00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", headers), headers
+        assert re.search(r"event-id=[0-9a-f-]{36}", headers), headers

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
+import httpx
 import pytest
 
 from devstack.stack import Stack
@@ -17,6 +19,7 @@ from tests.integration.payment_support import (
     PaymentProcess,
     error_reason,
     ledger_invariants,
+    processor_faults,
     start_dependencies,
     usd,
     user,
@@ -293,5 +296,100 @@ async def test_processor_down_fails_fast_with_processor_unavailable_and_releases
         assert await mesh.balance(b, bob) == (1000, 0)
         listed = await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(page_size=3), metadata=user(bob))
         assert [p.failure_code for p in listed.payments] == ["processor_unavailable"] * 3
+        # The breaker opened: the later calls failed fast without reaching for the processor.
+        async with httpx.AsyncClient(timeout=5) as http:
+            metrics = (await http.get(f"http://127.0.0.1:{infra.ports.metrics('payment')}/metrics")).text
+        opened = re.search(r'circuit_transitions_total\{processor="simulator",state="open"\} (\S+)', metrics)
+        assert opened is not None, metrics
+        assert float(opened.group(1)) >= 1
     finally:
         infra.start_component("processor")
+
+
+async def test_a_cancel_while_the_same_replica_still_authorizes_is_refused_as_in_progress(mesh: Mesh) -> None:
+    # The processor answers within its timeout, but slowly: the payment is PENDING for a while.
+    alice = name("alice")
+    a = await mesh.wallet(alice)
+    with processor_faults(mesh.stack, latency_ms=700):
+        creating = asyncio.ensure_future(mesh.pay(alice, name("key"), card="tok_visa", destination=a, amount=300))
+        pending = await _first_payment_of(mesh, alice)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await mesh.payments.CancelPayment(
+                payment_pb2.CancelPaymentRequest(payment_id=pending.payment_id), metadata=user(alice)
+            )
+        created = await creating
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert error_reason(caught.value) == "PAYMENT_IN_PROGRESS"
+    assert created.state == P.SUCCEEDED  # the saga was not disturbed
+    assert await mesh.balance(a, alice) == (300, 0)
+
+
+async def _first_payment_of(mesh: Mesh, who: str) -> payment_pb2.Payment:
+    for _ in range(100):
+        listed = await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(), metadata=user(who))
+        if listed.payments:
+            return listed.payments[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no payment of {who} appeared")
+
+
+async def test_refunds_replay_refuse_another_body_and_refuse_a_key_still_in_use(mesh: Mesh) -> None:
+    alice, shop = name("alice"), name("shop")
+    s = await mesh.wallet(shop)
+    sale = await mesh.pay(alice, name("key"), card="tok_visa", destination=s, amount=900)
+    assert sale.state == P.SUCCEEDED
+    key = name("refund")
+
+    def refund(amount: int, refund_key: str) -> grpc.aio.UnaryUnaryCall:
+        return mesh.payments.CreateRefund(
+            payment_pb2.CreateRefundRequest(payment_id=sale.payment_id, amount=usd(amount)),
+            metadata=user(shop, "MERCHANT", key=refund_key),
+        )
+
+    with processor_faults(mesh.stack, latency_ms=700):
+        first, second = refund(200, key), refund(200, key)
+        results = await asyncio.gather(first, second, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(refused) == 1, results  # one ran, the other found the key in use
+    assert (refused[0].code(), error_reason(refused[0])) == (grpc.StatusCode.ABORTED, "IDEMPOTENCY_KEY_IN_USE")
+    done = next(r for r in results if isinstance(r, payment_pb2.Refund))
+
+    replay = refund(200, key)
+    assert (await replay).refund_id == done.refund_id
+    assert dict(await replay.trailing_metadata() or ())["idempotent-replayed"] == "true"
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await refund(300, key)
+    assert (reused.value.code(), error_reason(reused.value)) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    assert await mesh.balance(s, shop) == (700, 0)  # one refund of 200, however many calls
+
+
+async def test_payouts_replay_refuse_another_body_and_refuse_a_key_still_in_use(mesh: Mesh) -> None:
+    bob = name("bob")
+    b = await mesh.wallet(bob, 1000)
+    key = name("payout")
+
+    def payout(amount: int) -> grpc.aio.UnaryUnaryCall:
+        request = payment_pb2.CreatePayoutRequest(wallet_id=b, amount=usd(amount), bank_account_token="btok_success")
+        return mesh.payments.CreatePayout(request, metadata=user(bob, key=key))
+
+    with processor_faults(mesh.stack, latency_ms=700):
+        results = await asyncio.gather(payout(300), payout(300), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(refused) == 1, results
+    assert (refused[0].code(), error_reason(refused[0])) == (grpc.StatusCode.ABORTED, "IDEMPOTENCY_KEY_IN_USE")
+    done = next(r for r in results if isinstance(r, payment_pb2.Payout))
+
+    replay = payout(300)
+    assert (await replay).payout_id == done.payout_id
+    assert dict(await replay.trailing_metadata() or ())["idempotent-replayed"] == "true"
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await payout(301)
+    assert (reused.value.code(), error_reason(reused.value)) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    posted, held = await mesh.balance(b, bob)
+    assert (posted, held) in ((1000, 300), (700, 0))  # one payout of 300, held or paid

@@ -273,6 +273,33 @@ async def test_the_last_error_is_raised_when_the_attempts_run_out() -> None:
     assert op.calls == 3
 
 
+async def test_unavailable_after_a_timeout_is_still_a_timeout_the_outcome_is_unknown() -> None:
+    # The first attempt may have reached the processor; the later "unavailable" answers say nothing of it.
+    op = Script(ProcessorTimeout("lost response"), ProcessorUnavailable("503"), ProcessorUnavailable("503"))
+    b = breaker(FakeClock(), failure_threshold=10)
+    with pytest.raises(ProcessorTimeout, match="lost response; then: 503"):
+        await call_resiliently(op, breaker=b, policy=RetryPolicy(3), sleep=RecordingSleep(), random=lambda: 0.5)
+    assert op.calls == 3
+
+
+async def test_a_breaker_that_opens_after_a_timeout_still_reports_the_timeout() -> None:
+    b = breaker(FakeClock(), failure_threshold=2)
+    op = Script(ProcessorTimeout("hung"), ProcessorUnavailable("503"), OK)
+    with pytest.raises(ProcessorTimeout, match="hung"):
+        await call_resiliently(op, breaker=b, policy=RetryPolicy(5), sleep=RecordingSleep(), random=lambda: 0.5)
+    assert op.calls == 2
+    assert state_of(b) is BreakerState.OPEN
+
+
+async def test_only_unavailable_without_an_earlier_timeout_means_nothing_happened() -> None:
+    op = Script(ProcessorUnavailable("503"), ProcessorUnavailable("503"))
+    with pytest.raises(ProcessorUnavailable):
+        await call_resiliently(
+            op, breaker=breaker(FakeClock(), failure_threshold=10), policy=RetryPolicy(2), sleep=RecordingSleep(),
+            random=lambda: 0.5,
+        )  # fmt: skip
+
+
 async def test_retries_stop_as_soon_as_the_breaker_opens() -> None:
     b = breaker(FakeClock(), failure_threshold=2)
     op = Script(ProcessorUnavailable("1"), ProcessorUnavailable("2"), OK)
