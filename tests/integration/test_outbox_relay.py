@@ -1,0 +1,164 @@
+"""The outbox relay against the real PostgreSQL and Kafka, on a database and a topic of
+this test's own: two relays never publish a row twice nor out of order, the second
+takes over when the first dies, and published rows past the retention are pruned."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import MetaData, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from devstack.stack import Stack
+from paymesh.events.v1 import events_pb2
+from paymesh_runtime.outbox import (
+    Outbox,
+    OutboxRelay,
+    create_outbox_prune_index,
+    create_outbox_schema,
+    kafka_producer_factory,
+    outbox_tables,
+    shard_of,
+)
+
+pytestmark = pytest.mark.integration
+
+DATABASE = "paymesh_outbox_relay_test"
+metadata = MetaData()
+outbox, sequences = outbox_tables(metadata)
+
+
+@pytest.fixture(scope="module")
+async def engine(infra: Stack) -> AsyncIterator[AsyncEngine]:
+    admin = await asyncpg.connect(infra.database_url("wallet", driver=""))
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+            await admin.execute(f"CREATE DATABASE {DATABASE}")
+    finally:
+        await admin.close()
+    own = create_async_engine(infra.database_url("wallet").rsplit("/", 1)[0] + "/" + DATABASE)
+    async with own.begin() as conn:
+        await conn.run_sync(create_outbox_schema)
+        await conn.run_sync(create_outbox_prune_index)
+    yield own
+    await own.dispose()
+
+
+async def _new_topic(bootstrap: str) -> str:
+    topic = f"paymesh.relay-test.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    finally:
+        await admin.close()
+    return topic
+
+
+async def _enqueue(engine: AsyncEngine, topic: str, aggregates: list[str], per_aggregate: int) -> set[str]:
+    writer = Outbox(outbox, sequences, "relay-test")
+    ids = set()
+    for _ in range(per_aggregate):
+        async with engine.begin() as conn:
+            for aggregate in aggregates:
+                event = events_pb2.Event(type="test.happened", aggregate_type="test", aggregate_id=aggregate)
+                ids.add((await writer.enqueue(conn, topic=topic, event=event)).id)
+    return ids
+
+
+async def _unpublished(engine: AsyncEngine, topic: str) -> int:
+    async with engine.connect() as conn:
+        query = select(func.count()).where(outbox.c.topic == topic, outbox.c.published_at.is_(None))
+        return int(await conn.scalar(query) or 0)
+
+
+async def _drained(engine: AsyncEngine, topic: str) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            if not await _unpublished(engine, topic):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _read_all(bootstrap: str, topic: str, count: int) -> list[events_pb2.Event]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    found: list[events_pb2.Event] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(found) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found.extend(events_pb2.Event.FromString(record.value) for record in records)
+        await asyncio.sleep(1)  # anything published twice would show up now
+        for records in (await consumer.getmany(timeout_ms=500)).values():
+            found.extend(events_pb2.Event.FromString(record.value) for record in records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_two_relays_publish_each_row_once_in_order_and_the_second_takes_over(
+    infra: Stack, engine: AsyncEngine
+) -> None:
+    topic = await _new_topic(infra.kafka_bootstrap)
+    aggregates = [f"agg-{uuid.uuid4().hex[:6]}" for _ in range(12)]
+    assert len({shard_of(a) for a in aggregates}) > 1  # spread over several shards
+    relays = [OutboxRelay(engine, outbox, kafka_producer_factory(infra.kafka_bootstrap)) for _ in range(2)]
+    first = asyncio.create_task(relays[0].run())
+    await asyncio.sleep(1)  # the first takes every free shard
+    second = asyncio.create_task(relays[1].run())
+    try:
+        written = await _enqueue(engine, topic, aggregates, 5)
+        await _drained(engine, topic)
+        first.cancel()  # the first relay dies: its connection and shard locks go with it
+        await asyncio.gather(first, return_exceptions=True)
+        written |= await _enqueue(engine, topic, aggregates, 5)
+        await _drained(engine, topic)
+    finally:
+        for task in (first, second):
+            task.cancel()
+        await asyncio.gather(first, second, return_exceptions=True)
+    assert relays[0].published >= 60
+    assert relays[1].published >= 60  # the rows written after the first died
+
+    events = await _read_all(infra.kafka_bootstrap, topic, len(written))
+    assert sorted(e.id for e in events) == sorted(written)  # every row, none twice
+    for aggregate in aggregates:
+        assert [e.sequence for e in events if e.aggregate_id == aggregate] == list(range(1, 11))
+
+
+def _row(published_ago: timedelta | None) -> dict[str, object]:
+    aggregate = f"prune-test-{uuid.uuid4()}"
+    return {
+        "event_id": uuid.uuid4(),
+        "topic": "paymesh.prune-test",
+        "shard": shard_of(aggregate),
+        "aggregate_id": aggregate,
+        "event_type": "test.pruned",
+        "payload": b"",
+        "headers": {},
+        "published_at": None if published_ago is None else func.now() - published_ago,
+    }
+
+
+async def test_published_rows_past_the_retention_are_deleted_and_nothing_else(
+    infra: Stack, engine: AsyncEngine
+) -> None:
+    rows = {"old": _row(timedelta(days=2)), "recent": _row(timedelta(minutes=5)), "unpublished": _row(None)}
+    async with engine.begin() as conn:
+        for row in rows.values():
+            await conn.execute(outbox.insert().values(**row))
+    relay = OutboxRelay(engine, outbox, kafka_producer_factory(infra.kafka_bootstrap), retention=timedelta(hours=1))
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        assert await relay.prune(conn) >= 1
+        ours = [r["aggregate_id"] for r in rows.values()]
+        left = set((await conn.execute(select(outbox.c.aggregate_id).where(outbox.c.aggregate_id.in_(ours)))).scalars())
+    assert left == {rows["recent"]["aggregate_id"], rows["unpublished"]["aggregate_id"]}
