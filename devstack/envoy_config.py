@@ -40,7 +40,11 @@ HELM_OUTPUT_PATH = REPO_ROOT / "charts" / "paymesh" / "files" / "envoy.yaml"
 HELM_DESCRIPTOR_PATH = "/etc/envoy/descriptor/paymesh.pb"
 
 PROFILES = ("local", "test")
-AUDIENCE = "paymesh"
+# The `aud` of access tokens on the local and test stacks: auth_svc issues it
+# (devstack.services passes it as AUTH_JWT_AUDIENCE) and Envoy requires it. The
+# Helm rendering takes `.Values.auth.jwtAudience` instead, the value the chart
+# gives auth_svc.
+JWT_AUDIENCE = "paymesh"
 
 # Cluster name -> the gRPC service the edge exposes (and transcodes) on it.
 EDGE_SERVICES: Mapping[str, str] = {
@@ -60,6 +64,15 @@ PUBLIC_METHODS = (
     "/paymesh.auth.v1.AuthService/GetJwks",
     "/paymesh.payment.v1.PaymentService/HandleProcessorWebhook",
 )
+
+# The edge's own health endpoint, public like the methods above: answered by
+# Envoy's health_check filter, 200 while each EDGE_SERVICES cluster has a
+# healthy host (hosts are actively checked with grpc.health.v1), else 503.
+HEALTH_PATH = "/healthz"
+# Minimum share of healthy hosts per cluster for a 200 on HEALTH_PATH. Envoy
+# compares whole percents, so 1 means "at least one healthy host" (up to 100
+# hosts): the edge reports healthy while it can reach every service.
+HEALTH_MIN_HEALTHY_PERCENT = 1
 
 # Header that selects the test profile's tiny rate-limit bucket (see
 # TEST_PROBE_LIMIT); the route does not exist in the other profiles.
@@ -97,6 +110,22 @@ TEST_LIMITS = RateLimits(
     default=RateLimit(per_second=1000, burst=2000),
 )
 TEST_PROBE_LIMIT = RateLimit(per_second=5, burst=10)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """Active grpc.health.v1 checks of each host of a service cluster."""
+
+    interval_seconds: int
+    timeout_seconds: int
+    # Consecutive failures before a host is unhealthy / passes before it is back.
+    unhealthy_threshold: int
+    healthy_threshold: int
+
+
+PRODUCTION_HEALTH_CHECK = HealthCheck(interval_seconds=5, timeout_seconds=2, unhealthy_threshold=2, healthy_threshold=1)
+# The test stack notices a stopped service within ~2 s and its return within ~1 s.
+TEST_HEALTH_CHECK = HealthCheck(interval_seconds=1, timeout_seconds=1, unhealthy_threshold=2, healthy_threshold=1)
 
 LOCAL_CORS_ORIGIN_REGEX = r"^http://(localhost|127\.0\.0\.1)(:[0-9]+)?$"
 
@@ -169,10 +198,12 @@ class EdgeSettings:
     cluster_type: str
     descriptor_path: str
     jwt_issuer: str
+    jwt_audience: str
     cors_origin_regex: str
     max_downstream_connections: str
     limits: RateLimits
     jwks_cache_seconds: int
+    health_check: HealthCheck
     ratelimit_probe: RateLimit | None = None
 
 
@@ -199,10 +230,12 @@ def settings_for(profile: str, ports: Ports) -> EdgeSettings:
         cluster_type="STATIC",
         descriptor_path=_yaml_str(str(DESCRIPTOR_PATH)),
         jwt_issuer=_yaml_str(jwt_issuer(profile)),
+        jwt_audience=_yaml_str(JWT_AUDIENCE),
         cors_origin_regex=_yaml_str(LOCAL_CORS_ORIGIN_REGEX),
         max_downstream_connections="10000",
         limits=TEST_LIMITS if is_test else PRODUCTION_LIMITS,
         jwks_cache_seconds=JWKS_CACHE_SECONDS[profile],
+        health_check=TEST_HEALTH_CHECK if is_test else PRODUCTION_HEALTH_CHECK,
         ratelimit_probe=TEST_PROBE_LIMIT if is_test else None,
     )
 
@@ -225,10 +258,13 @@ def helm_settings() -> EdgeSettings:
         cluster_type="STRICT_DNS",
         descriptor_path=_yaml_str(HELM_DESCRIPTOR_PATH),
         jwt_issuer="{{ .Values.auth.jwtIssuer | quote }}",
+        # The value the chart also gives auth_svc as AUTH_JWT_AUDIENCE.
+        jwt_audience="{{ .Values.auth.jwtAudience | quote }}",
         cors_origin_regex="{{ .Values.envoy.cors.allowedOriginRegex | quote }}",
         max_downstream_connections="10000",
         limits=PRODUCTION_LIMITS,
         jwks_cache_seconds=JWKS_CACHE_SECONDS["helm"],
+        health_check=PRODUCTION_HEALTH_CHECK,
     )
 
 
@@ -256,6 +292,10 @@ def _blocked_routes(grpc_paths: Iterable[str]) -> Iterator[str]:
 
 def _public_rules() -> str:
     return "\n".join(f"              - match: {{path: {_yaml_str(path)}}}" for path in PUBLIC_METHODS)
+
+
+def _health_clusters() -> str:
+    return "\n".join(f"                {name}: {{value: {HEALTH_MIN_HEALTHY_PERCENT}}}" for name in EDGE_SERVICES)
 
 
 def _service_route(name: str, cluster: str, match: str, limit: RateLimit) -> str:
@@ -292,6 +332,11 @@ def _service_clusters(settings: EdgeSettings) -> str:
             cluster_type=settings.cluster_type,
             host=upstream.host,
             port=upstream.port,
+            grpc_service=_yaml_str(EDGE_SERVICES[name]),
+            hc_interval=f"{settings.health_check.interval_seconds}s",
+            hc_timeout=f"{settings.health_check.timeout_seconds}s",
+            hc_unhealthy_threshold=settings.health_check.unhealthy_threshold,
+            hc_healthy_threshold=settings.health_check.healthy_threshold,
         )
         for name, upstream in settings.upstreams.items()
     )
@@ -315,6 +360,22 @@ _AUDIENCE_FAILURE_FILTER = [
     # The default (true) would match every request without a JWT failure.
     "                      match_if_key_not_found: false",
 ]
+_HEALTH_RUNTIME_KEY = "edge.local_reply.healthz"
+_HEALTH_PATH_FILTER = [
+    "                  - header_filter:",
+    f'                      header: {{name: ":path", string_match: {{exact: {_yaml_str(HEALTH_PATH)}}}}}',
+]
+
+
+def _health_status_filter(op: str, status: int) -> list[str]:
+    return [
+        "                  - status_code_filter:",
+        "                      comparison:",
+        f"                        op: {op}",
+        f"                        value: {{default_value: {status}, runtime_key: {_HEALTH_RUNTIME_KEY}}}",
+    ]
+
+
 _TEXT_BODY = '                text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}'
 
 
@@ -359,6 +420,23 @@ def _local_reply_mappers() -> str:
         *_NATIVE_GRPC_FILTERS,
         "              body_format_override:",
         _TEXT_BODY,
+        # GET /healthz (the health_check filter replies locally): a small JSON
+        # document either way, with the 503 shaped like every other error.
+        "            - filter:",
+        "                and_filter:",
+        "                  filters:",
+        *_HEALTH_PATH_FILTER,
+        *_health_status_filter("EQ", 200),
+        "              body_format_override:",
+        '                json_format: {status: "SERVING"}',
+        "            - filter:",
+        "                and_filter:",
+        "                  filters:",
+        *_HEALTH_PATH_FILTER,
+        *_health_status_filter("GE", 300),
+        '              body: {inline_string: "NOT_SERVING"}',
+        "              body_format_override:",
+        *_json_status_body(14, "DEPENDENCY_UNAVAILABLE"),
     ]
     for reply in LOCAL_REPLIES:
         lines += [
@@ -383,7 +461,10 @@ def render_settings(settings: EdgeSettings) -> str:
         listener_port=settings.listener_port,
         descriptor_path=settings.descriptor_path,
         jwt_issuer=settings.jwt_issuer,
+        jwt_audience=settings.jwt_audience,
         cors_origin_regex=settings.cors_origin_regex,
+        health_path=_yaml_str(HEALTH_PATH),
+        health_clusters=_health_clusters(),
         max_downstream_connections=settings.max_downstream_connections,
         jwks_cache_duration=f"{settings.jwks_cache_seconds}s",
         jwt_clock_skew_seconds=str(JWT_CLOCK_SKEW_SECONDS),

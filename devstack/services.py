@@ -16,13 +16,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.components import Component, Context
 from devstack.credentials import Secrets
-from devstack.envoy_config import jwt_issuer, key_publish_lead_seconds
+from devstack.envoy_config import JWT_AUDIENCE, jwt_issuer, key_publish_lead_seconds
 from devstack.ports import HOST, SERVICES, Ports
 from devstack.procs import StackError, run_command
 
 # Each service gets its own Redis logical database so keys never collide.
 REDIS_DB = {"auth": 0, "wallet": 1, "payment": 2, "notify": 3}
-JWT_AUDIENCE = "paymesh"
+# AUTH_JWT_AUDIENCE is envoy_config.JWT_AUDIENCE, the audience the profile's
+# Envoy requires: one constant for both sides.
 
 
 def database_url(service: str, ports: Ports, secrets: Secrets, driver: str = "asyncpg") -> str:

@@ -1,8 +1,10 @@
 """NotifyService gRPC handlers: validate, call the store, map to protos.
 
-Notifications are listed for the caller only (admins too see just their
-own: there is no "list someone else's" method). Webhook endpoints belong to
-merchants; an endpoint of someone else answers NOT_FOUND (admins excepted).
+A notification is visible to its recipient or an admin: ListNotifications
+lists the caller's own, and every user's for an admin (newest first, like
+ListPayments; the page token is bound to which of the two lists it pages).
+Webhook endpoints belong to merchants; an endpoint of someone else answers
+NOT_FOUND (admins excepted).
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ class NotifyService(notify_pb2_grpc.NotifyServiceServicer):
     ) -> notify_pb2.ListNotificationsResponse:
         user = require_user(context)
         size = pagination.page_size(request.page_size)
-        query = ["notifications", user.user_id]
+        # Admins page through everyone's notifications; a token of one listing
+        # is refused by the other (INVALID_PAGE_TOKEN), as for ListPayments.
+        recipient = None if user.is_admin else user.user_id
+        query = ["notifications", "*" if recipient is None else recipient]
         after = _cursor(pagination.decode_token(request.page_token, query))
-        rows = await self._store.list_notifications(user.user_id, after, size + 1)
+        rows = await self._store.list_notifications(recipient, after, size + 1)
         page, more = rows[:size], len(rows) > size
         token = _token(page[-1].create_time, page[-1].notification_id, query) if more else ""
         return notify_pb2.ListNotificationsResponse(

@@ -431,11 +431,13 @@ class NotifyStore:
     # --- notifications (API) ---------------------------------------------------
 
     async def list_notifications(
-        self, user_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
+        self, user_id: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[NotificationRecord]:
-        """The user's notifications, newest first, strictly after the cursor."""
+        """The user's notifications (`user_id` None: everyone's, for admins), newest first, after the cursor."""
         n = notification
-        query = select(n).where(n.c.user_id == user_id)
+        query = select(n)
+        if user_id is not None:
+            query = query.where(n.c.user_id == user_id)
         if after is not None:
             query = query.where(tuple_(n.c.create_time, n.c.notification_id) < _cursor_tuple(after))
         query = query.order_by(n.c.create_time.desc(), n.c.notification_id.desc()).limit(limit)

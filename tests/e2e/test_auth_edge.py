@@ -459,26 +459,32 @@ async def test_rotation_keeps_old_tokens_working_and_a_removed_key_stops_verifyi
     key_b = _rotate(edge)
     assert key_b in _jwks_kids(edge)
     seen_b = _login_until_signed_by(edge, email, key_b)
-    seen_b_claims = jwt.decode(seen_b["access_token"], options={"verify_signature": False})
-    unseen_b = edge.login(email)
-    assert _kid(unseen_b["access_token"]) == key_b
+    user_id = jwt.decode(seen_b["access_token"], options={"verify_signature": False})["sub"]
     assert edge.get("/v1/users/me", seen_b["access_token"]).status_code == 200
+    # Two more tokens of B that Envoy has not seen yet: one is first shown after
+    # the rotation, the other only after B is removed.
+    later_b, unseen_b = edge.login(email), edge.login(email)
+    assert _kid(later_b["access_token"]) == _kid(unseen_b["access_token"]) == key_b
+    b_minter = await _minter_for(edge, key_b)
 
-    # Key C takes over; B is rotated out but still published, and its tokens still work.
+    # Key C takes over; B is rotated out but still published, and its tokens still
+    # verify. Only tokens Envoy has never verified prove it: a token seen before
+    # sits in Envoy's jwt_cache and would pass whatever the key set says.
     key_c = _rotate(edge)
     signed_by_c = _login_until_signed_by(edge, email, key_c)
     assert set(_jwks_kids(edge)) >= {key_b, key_c}
-    assert edge.get("/v1/users/me", seen_b["access_token"]).status_code == 200
+    fresh_b = b_minter.token(user_id)  # minted with B now, while C signs
+    assert _kid(fresh_b) == key_b
+    assert edge.get("/v1/users/me", fresh_b).status_code == 200
+    assert edge.get("/v1/users/me", later_b["access_token"]).status_code == 200
     assert edge.get("/v1/users/me", signed_by_c["access_token"]).status_code == 200
 
     # B leaves the key set (revoked): once Envoy refetched it, B's tokens fail.
     # Probe with fresh B tokens: a token Envoy verified once sits in its
     # jwt_cache until it expires, whatever the key set says (docs/auth.md).
-    b_minter = await _minter_for(edge, key_b)
     revoked = edge.auth_command("revoke-key", "--kid", key_b)
     assert revoked.returncode == 0, revoked.stderr
     assert key_b not in _jwks_kids(edge)
-    user_id = seen_b_claims["sub"]
     poll_until(lambda: edge.get("/v1/users/me", b_minter.token(user_id)).status_code == 401, timeout=15)
     assert edge.get("/v1/users/me", unseen_b["access_token"]).status_code == 401
     assert edge.get("/v1/users/me", signed_by_c["access_token"]).status_code == 200

@@ -1,9 +1,13 @@
 """Defence in depth, through the real Envoy: users see and act on their own
-wallets, payments and notifications only (404 for anyone else, never the data),
-merchants own their webhook endpoints, and internal methods are not reachable."""
+wallets, payments and notifications only (404 for anyone else, never the data;
+admins list every user's notifications), merchants own their webhook
+endpoints, and internal methods are not reachable."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +31,7 @@ class Person:
 
 class Edge:
     def __init__(self, stack: Stack) -> None:
+        self.stack = stack
         self.base = f"http://127.0.0.1:{stack.ports.envoy}"
 
     def call(
@@ -49,6 +54,24 @@ class Edge:
         wallet = self.call("POST", "/v1/wallets", Person("", token, ""), {"currency": "USD"})
         assert wallet.status_code == 200, wallet.text
         return Person(user.json()["user_id"], token, wallet.json()["wallet_id"])
+
+    def admin(self) -> Person:
+        """An ADMIN account, made the only way there is: `python -m auth_svc create-admin`."""
+        email = f"authz-admin-{uuid.uuid4().hex[:10]}@example.com"
+        created = subprocess.run(
+            [sys.executable, "-m", "auth_svc", "create-admin", "--email", email],
+            input=PASSWORD + "\n",
+            env={**os.environ, **self.stack.env("auth")},
+            cwd=self.stack.component("auth").ctx.repo,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert created.returncode == 0, created.stderr
+        login = self.call("POST", "/v1/auth/login", None, {"email": email, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        return Person("", login.json()["access_token"], "")
 
     def pay(self, payer: Person, body: dict[str, Any]) -> dict[str, Any]:
         reply = self.call("POST", "/v1/payments", payer, body, **{"idempotency-key": uuid.uuid4().hex})
@@ -139,6 +162,25 @@ def test_notifications_are_only_their_recipients(edge: Edge) -> None:
     theirs = edge.call("GET", "/v1/notifications", mallory).json().get("notifications", [])
     assert {n["user_id"] for n in theirs} <= {mallory.user_id}
     assert not {n["notification_id"] for n in mine} & {n["notification_id"] for n in theirs}
+
+
+def test_an_admin_lists_every_users_notifications(edge: Edge) -> None:
+    alice, bob, admin = edge.person(), edge.person(), edge.admin()
+
+    def listed_by_admin() -> set[str]:
+        seen: set[str] = set()
+        token = ""
+        while True:  # newest first, so both recent recipients come early
+            page = edge.call("GET", f"/v1/notifications?page_size=100&page_token={token}", admin).json()
+            seen |= {n["user_id"] for n in page.get("notifications", [])}
+            token = page.get("next_page_token", "")
+            if {alice.user_id, bob.user_id} <= seen or not token:
+                return seen
+
+    poll_until(lambda: {alice.user_id, bob.user_id} <= listed_by_admin(), timeout=60)
+    # Alice still sees only her own.
+    mine = edge.call("GET", "/v1/notifications", alice).json().get("notifications", [])
+    assert {n["user_id"] for n in mine} <= {alice.user_id}
 
 
 def test_webhook_endpoints_belong_to_their_merchant(edge: Edge) -> None:

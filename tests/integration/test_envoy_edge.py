@@ -1,7 +1,8 @@
 # The generated *_pb2_grpc modules are untyped.
 # mypy: disable-error-code="no-untyped-call"
 """The rendered test-profile Envoy in front of a stand-in backend defined here:
-transcoding, JWT checks, header stripping, blocked internal methods, 429.
+transcoding, JWT checks, header stripping, blocked internal methods, 429, and
+the edge's /healthz following the backends' grpc.health.v1 status.
 
 Self-contained: it starts its own Envoy (free ports, hot restart off) and a
 threaded gRPC server implementing just enough of AuthService/WalletService,
@@ -10,6 +11,7 @@ and stops both. The full edge behaviour against the real services is in e2e.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -30,6 +32,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from devstack import envoy_config
@@ -105,6 +108,8 @@ class Edge:
     grpc_target: str
     key: ec.EllipticCurvePrivateKey
     wallet: FakeWallet
+    # grpc.health.v1 of the stand-in: Envoy health-checks every cluster with it.
+    health: health.HealthServicer
 
     def token(self, **claims: Any) -> str:
         """An ES256 access token as auth_svc issues it; a claim set to None is left out."""
@@ -154,6 +159,10 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     auth_pb2_grpc.add_AuthServiceServicer_to_server(FakeAuth(key), server)
     wallet_pb2_grpc.add_WalletServiceServicer_to_server(wallet, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service_name in envoy_config.EDGE_SERVICES.values():
+        health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     for service in envoy_config.EDGE_SERVICES:
         server.add_insecure_port(f"127.0.0.1:{ports.grpc(service)}")
     server.start()
@@ -168,7 +177,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     )
     try:
         poll_until(lambda: _envoy_is_live(ports.envoy_admin), timeout=30)
-        yield Edge(f"http://127.0.0.1:{ports.envoy}", f"127.0.0.1:{ports.envoy}", key, wallet)
+        yield Edge(f"http://127.0.0.1:{ports.envoy}", f"127.0.0.1:{ports.envoy}", key, wallet, health_servicer)
     finally:
         envoy.terminate()
         try:
@@ -301,12 +310,45 @@ def test_native_grpc_public_method_goes_through(edge: Edge) -> None:
     assert user.email == "g@example.com"
 
 
+# --- the edge's health endpoint ------------------------------------------------------
+
+
+def _healthz(edge: Edge) -> httpx.Response:
+    return httpx.get(f"{edge.url}{envoy_config.HEALTH_PATH}", timeout=5)
+
+
+def test_healthz_is_public_and_follows_a_backends_grpc_health(edge: Edge) -> None:
+    ok = poll_until(lambda: _healthz(edge).status_code == 200 and _healthz(edge), timeout=15)
+    assert ok.json() == {"status": "SERVING"}
+    assert ok.headers["content-type"] == "application/json"
+    # No token needed, and a bad one changes nothing: jwt_authn never sees the path.
+    spoiled = httpx.get(f"{edge.url}/healthz", headers={"authorization": "Bearer not.a.jwt"}, timeout=5)
+    assert spoiled.status_code == 200
+
+    notify = envoy_config.EDGE_SERVICES["notify"]
+    edge.health.set(notify, health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        down = poll_until(lambda: _healthz(edge).status_code == 503 and _healthz(edge), timeout=15)
+        assert down.json()["code"] == code_pb2.UNAVAILABLE
+        assert down.json()["message"] == "NOT_SERVING"
+        assert _error_reason(down.json()) == "DEPENDENCY_UNAVAILABLE"
+    finally:
+        edge.health.set(notify, health_pb2.HealthCheckResponse.SERVING)
+    poll_until(lambda: _healthz(edge).status_code == 200, timeout=15)
+
+
 # --- rate limiting (the test profile's probe route: 5/s, burst 10) ----------------
+
+
+async def _burst(url: str, headers: dict[str, str], times: int) -> list[httpx.Response]:
+    # At once: one by one, a loaded machine is slow enough for the bucket to refill.
+    async with httpx.AsyncClient(timeout=10) as client:
+        return list(await asyncio.gather(*(client.post(url, json={}, headers=headers) for _ in range(times))))
 
 
 def test_rate_limit_gives_json_429_then_grpc_resource_exhausted(edge: Edge) -> None:
     probe = {envoy_config.RATELIMIT_PROBE_HEADER: "1"}
-    replies = [httpx.post(f"{edge.url}/v1/auth/refresh", json={}, headers=probe) for _ in range(15)]
+    replies = asyncio.run(_burst(f"{edge.url}/v1/auth/refresh", probe, 30))
     limited = [r for r in replies if r.status_code == 429]
     assert limited, [r.status_code for r in replies]
     assert limited[0].headers["retry-after"] == "1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -93,6 +94,64 @@ async def test_a_page_token_of_another_user_is_refused(notify: RunningNotify, in
         notify_pb2.ListNotificationsRequest(page_size=1, page_token=page.next_page_token), metadata=as_user(new_user())
     )
     await _fails(stolen, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+
+
+async def _pages(
+    notify: RunningNotify, user: str, role: str, page_size: int
+) -> list[notify_pb2.ListNotificationsResponse]:
+    pages, token = [], ""
+    while True:
+        page = await notify.stub.ListNotifications(
+            notify_pb2.ListNotificationsRequest(page_size=page_size, page_token=token), metadata=as_user(user, role)
+        )
+        pages.append(page)
+        token = page.next_page_token
+        if not token:
+            return pages
+
+
+async def test_an_admin_lists_every_users_notifications_newest_first(infra: Stack, notify: RunningNotify) -> None:
+    alice, shop, admin = new_user(), new_user(), new_user()
+    events = [payment_event(alice, shop, amount=200 + i) for i in range(2)]
+    await produce_events(infra, *events)
+
+    async def delivered() -> bool:
+        return len(await notifications_of(notify, alice)) == 2 and len(await notifications_of(notify, shop)) == 2
+
+    await eventually(delivered)
+    expected = {n.notification_id for user in (alice, shop) for n in await notifications_of(notify, user)}
+
+    pages = await _pages(notify, admin, "ADMIN", page_size=3)
+    listed = [n for page in pages for n in page.notifications]
+    ids = [n.notification_id for n in listed]
+    assert len(pages) > 1
+    assert expected <= set(ids)  # both recipients' notifications
+    assert len(ids) == len(set(ids))  # the cursor neither repeats nor skips across pages
+    assert {n.user_id for n in listed} >= {alice, shop}
+    order = [(n.create_time.ToDatetime(), uuid.UUID(n.notification_id)) for n in listed]
+    assert order == sorted(order, reverse=True)
+
+    # Customers and merchants still see only their own.
+    assert {n.user_id for n in await notifications_of(notify, alice)} == {alice}
+    assert {n.user_id for n in await notifications_of(notify, shop, "MERCHANT")} == {shop}
+    # A page token is bound to its listing: the admin's is refused to a customer, and the other way round.
+    await _fails(
+        notify.stub.ListNotifications(
+            notify_pb2.ListNotificationsRequest(page_size=3, page_token=pages[0].next_page_token),
+            metadata=as_user(alice),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_PAGE_TOKEN",
+    )
+    (alice_first, _) = await _pages(notify, alice, "CUSTOMER", page_size=1)
+    await _fails(
+        notify.stub.ListNotifications(
+            notify_pb2.ListNotificationsRequest(page_size=1, page_token=alice_first.next_page_token),
+            metadata=as_user(admin, "ADMIN"),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_PAGE_TOKEN",
+    )
 
 
 async def test_listing_needs_a_signed_in_user(notify: RunningNotify) -> None:

@@ -171,6 +171,37 @@ def test_the_envoy_config_points_at_the_in_cluster_services() -> None:
     assert f'issuer: "{issuer}"' in (kv.envoy_config(_docs(case)) or "")
 
 
+def test_the_jwt_audience_value_reaches_both_envoy_and_auth_svc() -> None:
+    """One value: a token auth_svc issues for `auth.jwtAudience` is one Envoy accepts."""
+    default = yaml.safe_load(kv.envoy_config(_docs(_case("default"))) or "")
+    audience = yaml.safe_load((kv.CHART / "values.yaml").read_text(encoding="utf-8"))["auth"]["jwtAudience"]
+    assert _jwt_provider(default)["audiences"] == [audience]
+
+    docs = _docs(kv.Case("audience", sets=("auth.jwtAudience=https://api.example.com",)))
+    assert _jwt_provider(yaml.safe_load(kv.envoy_config(docs) or ""))["audiences"] == ["https://api.example.com"]
+    auth = _deployment(docs, "auth")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in auth["env"]}
+    assert env["AUTH_JWT_AUDIENCE"] == "https://api.example.com"
+
+
+def _jwt_provider(config: Doc) -> Doc:
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    jwt_authn = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn")
+    provider: Doc = jwt_authn["typed_config"]["providers"]["paymesh"]
+    return provider
+
+
+def test_the_edge_health_endpoint_checks_every_in_cluster_service() -> None:
+    config = yaml.safe_load(kv.envoy_config(_docs(_case("default"))) or "")
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    health = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.health_check")
+    assert set(health["typed_config"]["cluster_min_healthy_percentages"]) == set(SERVICES)
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for service in SERVICES:
+        (check,) = clusters[service]["health_checks"]
+        assert check["grpc_health_check"]["service_name"] == f"paymesh.{service}.v1.{service.capitalize()}Service"
+
+
 def test_an_explicit_upstream_replaces_the_in_cluster_service() -> None:
     case = kv.Case("upstream", sets=("envoy.upstreams.auth.host=auth.example.net",))
     config = yaml.safe_load(kv.envoy_config(_docs(case)) or "")

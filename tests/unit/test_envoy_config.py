@@ -41,6 +41,7 @@ HELM_SAMPLE_VALUES = {
     "{{ .Values.envoy.port }}": "8080",
     "{{ .Values.envoy.adminPort }}": "9901",
     "{{ .Values.auth.jwtIssuer | quote }}": '"paymesh"',
+    "{{ .Values.auth.jwtAudience | quote }}": '"paymesh"',
     "{{ .Values.envoy.cors.allowedOriginRegex | quote }}": '"^https://app\\\\.example\\\\.com$"',
     **{f"{{{{ .Values.envoy.upstreams.{s}.host }}}}": "localhost" for s in envoy_config.EDGE_SERVICES},
     **{f"{{{{ .Values.envoy.upstreams.{s}.port }}}}": str(LOCAL.grpc(s)) for s in envoy_config.EDGE_SERVICES},
@@ -220,6 +221,7 @@ def test_http_filter_order() -> None:
     names = [f["name"] for f in _http_connection_manager(_rendered("local"))["http_filters"]]
     assert names == [
         "envoy.filters.http.header_mutation",
+        "envoy.filters.http.health_check",
         "envoy.filters.http.cors",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.jwt_authn",
@@ -239,7 +241,7 @@ def test_jwt_provider_per_profile(profile: str, issuer: str) -> None:
     config = _rendered(profile)
     provider = _http_filter(config, "envoy.filters.http.jwt_authn")["providers"]["paymesh"]
     assert provider["issuer"] == issuer
-    assert provider["audiences"] == ["paymesh"]
+    assert provider["audiences"] == [envoy_config.JWT_AUDIENCE] == ["paymesh"]
     assert provider["forward"] is True
     assert provider["jwt_cache_config"]["jwt_cache_size"] > 0
     claims = {c["claim_name"]: c["header_name"] for c in provider["claim_to_headers"]}
@@ -252,6 +254,14 @@ def test_jwt_provider_per_profile(profile: str, issuer: str) -> None:
     assert provider["require_expiration"] is True
     assert provider["max_lifetime"] == f"{envoy_config.JWT_MAX_LIFETIME_SECONDS}s"
     assert provider["failed_status_in_metadata"] == envoy_config.JWT_FAILURE_METADATA_KEY
+
+
+def test_the_helm_rendering_takes_issuer_and_audience_from_the_chart_values() -> None:
+    text = envoy_config.render_helm()
+    assert "issuer: {{ .Values.auth.jwtIssuer | quote }}" in text
+    # The value the chart also gives auth_svc (AUTH_JWT_AUDIENCE), never a literal.
+    assert "audiences: [{{ .Values.auth.jwtAudience | quote }}]" in text
+    assert "audiences: [paymesh]" not in text
 
 
 @pytest.mark.parametrize("profile", [*envoy_config.PROFILES, "helm"])
@@ -324,6 +334,73 @@ def test_envoy_errors_are_json_status_and_grpc_errors_plain_text() -> None:
     assert by_status[429]["json_format"]["details"][0]["reason"] == "RATE_LIMITED"
     assert "text_format_source" in local_reply["mappers"][0]["body_format_override"]
     assert "json_format" in local_reply["body_format"]
+
+
+# --- the edge's health endpoint ------------------------------------------------
+
+
+def test_healthz_is_answered_by_envoy_before_the_transcoder_and_jwt_authn() -> None:
+    config = _rendered("local")
+    names = [f["name"] for f in _http_connection_manager(config)["http_filters"]]
+    health = names.index("envoy.filters.http.health_check")
+    # Earlier filters would 404 it (transcoder: no HTTP binding) or want a token.
+    assert health < names.index("envoy.filters.http.grpc_json_transcoder")
+    assert health < names.index("envoy.filters.http.jwt_authn")
+    check = _http_filter(config, "envoy.filters.http.health_check")
+    assert check["pass_through_mode"] is False
+    assert check["headers"] == [{"name": ":path", "string_match": {"exact": envoy_config.HEALTH_PATH}}]
+    assert envoy_config.HEALTH_PATH == "/healthz"
+    # Every service cluster counts: the edge is unhealthy while any service has no healthy host.
+    assert check["cluster_min_healthy_percentages"] == {
+        name: {"value": envoy_config.HEALTH_MIN_HEALTHY_PERCENT} for name in envoy_config.EDGE_SERVICES
+    }
+    assert 0 < envoy_config.HEALTH_MIN_HEALTHY_PERCENT <= 50
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [("local", envoy_config.PRODUCTION_HEALTH_CHECK), ("test", envoy_config.TEST_HEALTH_CHECK)],
+)
+def test_every_service_cluster_is_actively_checked_with_grpc_health(
+    profile: str, expected: envoy_config.HealthCheck
+) -> None:
+    clusters = {c["name"]: c for c in _rendered(profile)["static_resources"]["clusters"]}
+    for name, service in envoy_config.EDGE_SERVICES.items():
+        (check,) = clusters[name]["health_checks"]
+        assert check["grpc_health_check"] == {"service_name": service}
+        assert check["interval"] == f"{expected.interval_seconds}s"
+        # Also while nobody calls the service (Envoy's default there is 60 s).
+        assert check["no_traffic_interval"] == check["interval"]
+        assert check["timeout"] == f"{expected.timeout_seconds}s"
+        assert (check["unhealthy_threshold"], check["healthy_threshold"]) == (
+            expected.unhealthy_threshold,
+            expected.healthy_threshold,
+        )
+        assert clusters[name]["common_lb_config"]["healthy_panic_threshold"] == {"value": 50}
+    for other in ("untranscoded", "jwks_self"):
+        assert "health_checks" not in clusters[other]
+
+
+def test_the_helm_rendering_health_checks_like_the_local_one() -> None:
+    text = envoy_config.render_helm()
+    assert text.count("grpc_health_check:") == len(envoy_config.EDGE_SERVICES)
+    assert f"interval: {envoy_config.PRODUCTION_HEALTH_CHECK.interval_seconds}s" in text
+    assert 'string_match: {exact: "/healthz"}' in text
+
+
+def test_healthz_replies_are_json_and_come_after_the_audience_mappers() -> None:
+    mappers = _http_connection_manager(_rendered("test"))["local_reply_config"]["mappers"]
+
+    def on_healthz(mapper: Mapping[str, Any]) -> bool:
+        filters = mapper["filter"].get("and_filter", {}).get("filters", [])
+        return any(f.get("header_filter", {}).get("header", {}).get("name") == ":path" for f in filters)
+
+    ok, failing = (m for m in mappers if on_healthz(m))
+    assert ok["body_format_override"]["json_format"] == {"status": "SERVING"}
+    assert failing["body"] == {"inline_string": "NOT_SERVING"}
+    assert failing["body_format_override"]["json_format"]["code"] == 14
+    assert failing["body_format_override"]["json_format"]["details"][0]["reason"] == "DEPENDENCY_UNAVAILABLE"
+    assert mappers.index(ok) > 1  # the audience mappers stay first
 
 
 # --- routes --------------------------------------------------------------------

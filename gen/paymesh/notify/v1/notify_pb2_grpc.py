@@ -90,7 +90,8 @@ class NotifyServiceServicer:
     """
 
     def ListNotifications(self, request, context):
-        """ListNotifications lists the caller's notifications, newest first.
+        """ListNotifications lists the caller's notifications, newest first; an
+        admin's call lists every user's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
