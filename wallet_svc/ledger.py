@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from paymesh_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, validation_failed
+from paymesh_runtime.idempotency_key import HEADER, MAX_LENGTH, normalized
 from paymesh_runtime.money import MAX_AMOUNT, Money
 
 MAX_REFERENCE_LENGTH = 255
+# References of public calls with an Idempotency-Key: `wallet-api:<caller>:<key>`.
+# Internal references may not start with the prefix, so the two never collide.
+API_REFERENCE_PREFIX = "wallet-api:"
+MAX_API_REFERENCE_LENGTH = 1024  # the database's ledger_references_length allows as much for the prefix
 MAX_PAYMENT_ID_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 500
 MAX_LEGS = 16
@@ -47,12 +52,26 @@ class HoldState(enum.StrEnum):
 
 
 class Operation(enum.StrEnum):
-    """The mutating internal calls that take an idempotency reference."""
+    """The mutating calls that take an idempotency reference.
+
+    The internal ones always carry a `reference`; the public wallet calls take
+    an optional Idempotency-Key, scoped to the caller (IdempotencyKey).
+    """
 
     CREATE_HOLD = "CreateHold"
     CAPTURE_HOLD = "CaptureHold"
     RELEASE_HOLD = "ReleaseHold"
     POST_TRANSACTION = "PostTransaction"
+    CREATE_WALLET = "CreateWallet"
+    FREEZE_WALLET = "FreezeWallet"
+    UNFREEZE_WALLET = "UnfreezeWallet"
+    CLOSE_WALLET = "CloseWallet"
+
+
+# The public calls whose reference records the wallet they produced or changed.
+WALLET_OPERATIONS = frozenset(
+    {Operation.CREATE_WALLET, Operation.FREEZE_WALLET, Operation.UNFREEZE_WALLET, Operation.CLOSE_WALLET}
+)
 
 
 @dataclass(frozen=True)
@@ -222,6 +241,44 @@ class ReleaseRequest:
 
 
 @dataclass(frozen=True)
+class IdempotencyKey:
+    """A public wallet call's Idempotency-Key, scoped to its caller.
+
+    `reference` is the ledger_references row the call claims, `key` what the
+    caller sent (reported back in errors), `fingerprint` a digest of the call:
+    the method, the request's deterministic serialization and the target wallet.
+    """
+
+    key: str
+    reference: str
+    operation: Operation
+    fingerprint: str
+
+    @classmethod
+    def of(
+        cls, caller_id: str, key: str, operation: Operation, request: bytes, wallet_id: uuid.UUID | None
+    ) -> IdempotencyKey:
+        if operation not in WALLET_OPERATIONS:
+            raise ValueError(f"{operation} takes a reference, not an Idempotency-Key")
+        return cls(key, api_reference(caller_id, key), operation, api_fingerprint(operation, request, wallet_id))
+
+
+def api_reference(caller_id: str, key: str) -> str:
+    """`wallet-api:<caller>:<key>`, one-to-one: the caller's `%` and `:` are escaped, so the
+    first `:` after the prefix ends it (user ids are UUIDs; this keeps any id safe)."""
+    caller = caller_id.replace("%", "%25").replace(":", "%3A")
+    reference = f"{API_REFERENCE_PREFIX}{caller}:{key}"
+    if len(reference) > MAX_API_REFERENCE_LENGTH:
+        raise validation_failed("idempotency-key", "is too long for this caller")
+    return reference
+
+
+def api_fingerprint(operation: Operation, request: bytes, wallet_id: uuid.UUID | None) -> str:
+    fields = {"request": request.hex(), "wallet_id": str(wallet_id) if wallet_id else ""}
+    return fingerprint(operation, fields)
+
+
+@dataclass(frozen=True)
 class StoredReference:
     """What an earlier call with the same reference recorded."""
 
@@ -229,16 +286,25 @@ class StoredReference:
     fingerprint: str
     hold_id: uuid.UUID | None
     transaction_id: uuid.UUID | None
+    wallet_id: uuid.UUID | None = None
 
 
-def check_replay(reference: str, stored: StoredReference, operation: Operation, request_fingerprint: str) -> None:
-    """A reference may only be replayed by the very same call."""
+def check_replay(key: str, stored: StoredReference, operation: Operation, request_fingerprint: str) -> None:
+    """A reference (or Idempotency-Key, named by `key`) may only be replayed by the very same call."""
     if stored.operation is not operation or stored.fingerprint != request_fingerprint:
         raise AlreadyExists(
             "IDEMPOTENCY_KEY_REUSED",
-            f"reference {reference!r} was used before with different arguments",
-            metadata={"idempotency_key": reference},
+            f"reference {key!r} was used before with different arguments",
+            metadata={"idempotency_key": key},
         )
+
+
+@dataclass(frozen=True)
+class WalletResult:
+    """A public wallet call's answer: the wallet, and whether it replays an earlier call's key."""
+
+    account: Account
+    replayed: bool = False
 
 
 # --- validation of request fields ------------------------------------------------
@@ -247,7 +313,23 @@ def check_replay(reference: str, stored: StoredReference, operation: Operation, 
 def validate_reference(reference: str) -> str:
     if not 0 < len(reference) <= MAX_REFERENCE_LENGTH or not reference.isprintable():
         raise validation_failed("reference", f"must be 1 to {MAX_REFERENCE_LENGTH} printable characters")
+    if reference.startswith(API_REFERENCE_PREFIX):
+        raise validation_failed("reference", f"the prefix {API_REFERENCE_PREFIX!r} is reserved")
     return reference
+
+
+def validate_idempotency_key(values: Sequence[str]) -> str | None:
+    """The optional Idempotency-Key of a public call (every value the header came with).
+
+    None when absent; present, it is one value of 1 to 255 printable ASCII
+    characters (surrounding spaces dropped, as payment_svc does), else VALIDATION_FAILED.
+    """
+    if not values:
+        return None
+    key = normalized(values[0]) if len(values) == 1 else None
+    if key is None:
+        raise validation_failed(HEADER, f"must be one value of 1 to {MAX_LENGTH} printable ASCII characters")
+    return key
 
 
 def validate_text(field: str, value: str, limit: int) -> str:

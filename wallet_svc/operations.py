@@ -2,6 +2,7 @@
 
 Every mutating call follows the same steps inside its transaction:
 1. claim the idempotency reference (or replay what the reference produced);
+   the public wallet calls do so only when they come with an Idempotency-Key;
 2. lock what it changes: the hold first, then the accounts in id order;
 3. check the rules (wallet_svc.ledger) on the locked rows;
 4. write: the triggers apply postings and holds to the balances, the
@@ -29,10 +30,12 @@ from wallet_svc.ledger import (
     AccountState,
     Hold,
     HoldState,
+    IdempotencyKey,
     LedgerTransaction,
     Operation,
     Posting,
     WalletRef,
+    WalletResult,
 )
 
 
@@ -53,9 +56,12 @@ class Ledger:
 
     # --- wallets ---------------------------------------------------------------------
 
-    async def create_wallet(self, owner_id: str, currency: str) -> Account:
+    async def create_wallet(self, owner_id: str, currency: str, key: IdempotencyKey | None = None) -> WalletResult:
+        wallet_id = uuid.uuid4()
         async with store.transaction(self._engine) as conn:
-            account = await store.insert_wallet(conn, owner_id, currency)
+            if key is not None and (replayed := await self._claim(conn, key, wallet_id)):
+                return replayed
+            account = await store.insert_wallet(conn, wallet_id, owner_id, currency)
             if account is None:
                 existing = await store.open_wallet_of(conn, owner_id, currency)
                 raise AlreadyExists(
@@ -64,7 +70,7 @@ class Ledger:
                     metadata={"currency": currency, "wallet_id": str(existing.id) if existing else ""},
                 )
             await self._enqueue(conn, [events.wallet_changed(events.CREATED, account)])
-        return account
+        return WalletResult(account)
 
     async def get_wallet(self, wallet_id: uuid.UUID) -> Account | None:
         async with self._engine.connect() as conn:
@@ -78,26 +84,34 @@ class Ledger:
         async with self._engine.connect() as conn:
             return await store.list_postings(conn, wallet_id, before_seq, limit)
 
-    async def set_frozen(self, wallet_id: uuid.UUID, freeze: bool, reason: str) -> Account:
+    async def set_frozen(
+        self, wallet_id: uuid.UUID, freeze: bool, reason: str, key: IdempotencyKey | None = None
+    ) -> WalletResult:
         async with store.transaction(self._engine) as conn:
+            if key is not None and (replayed := await self._claim(conn, key, wallet_id)):
+                return replayed
             account = await self._lock_one(conn, wallet_id)
             target = ledger.frozen_state(account, freeze)
             if target is None:
-                return account
+                return WalletResult(account)
             account = await store.set_state(conn, wallet_id, target, reason)
             await self._enqueue(
                 conn, [events.wallet_changed(events.FROZEN if freeze else events.UNFROZEN, account, reason)]
             )
-        return account
+        return WalletResult(account)
 
-    async def close_wallet(self, wallet_id: uuid.UUID, by_admin: bool) -> Account:
+    async def close_wallet(
+        self, wallet_id: uuid.UUID, by_admin: bool, key: IdempotencyKey | None = None
+    ) -> WalletResult:
         async with store.transaction(self._engine) as conn:
+            if key is not None and (replayed := await self._claim(conn, key, wallet_id)):
+                return replayed
             account = await self._lock_one(conn, wallet_id)
             if not ledger.check_close(account, by_admin):
-                return account
+                return WalletResult(account)
             account = await store.set_state(conn, wallet_id, AccountState.CLOSED, "")
             await self._enqueue(conn, [events.wallet_changed(events.CLOSED, account)])
-        return account
+        return WalletResult(account)
 
     # --- postings ----------------------------------------------------------------------
 
@@ -188,6 +202,18 @@ class Ledger:
             return await store.finish_hold(conn, hold.id, HoldState.RELEASED)
 
     # --- helpers -------------------------------------------------------------------------
+
+    async def _claim(self, conn: AsyncConnection, key: IdempotencyKey, wallet_id: uuid.UUID) -> WalletResult | None:
+        """Claims a public call's Idempotency-Key for `wallet_id` (None: go on), or replays the
+        earlier call: the wallet as it is now, with no second effect."""
+        stored = await store.claim_reference(conn, key.reference, key.operation, key.fingerprint, wallet_id=wallet_id)
+        if stored is None:
+            return None
+        ledger.check_replay(key.key, stored, key.operation, key.fingerprint)
+        assert stored.wallet_id is not None
+        account = await store.get_account(conn, stored.wallet_id)
+        assert account is not None  # accounts are never deleted
+        return WalletResult(account, replayed=True)
 
     async def _resolve(self, keys: Iterable[AccountKey]) -> dict[AccountKey, uuid.UUID]:
         """Account ids of the keys; system accounts are created on first use (committed apart)."""

@@ -3,6 +3,11 @@
 Public methods act for the end user Envoy verified (require_user); a wallet
 is visible to its owner and to admins only, everyone else gets NOT_FOUND.
 Internal methods (holds, postings) need payment_svc's service identity.
+
+CreateWallet, FreezeWallet, UnfreezeWallet and CloseWallet take an optional
+`Idempotency-Key` header (gRPC metadata `idempotency-key`, as payment_svc's
+public methods do), scoped to the caller: a replay answers the wallet as it
+is now, marked `idempotent-replayed: true`, without a second effect.
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from google.protobuf.message import Message
+
 from paymesh.common.v1 import money_pb2
 from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from paymesh_runtime import pagination
+from paymesh_runtime import idempotency_key, pagination
 from paymesh_runtime.errors import InvalidArgument, PermissionDenied, not_found, validation_failed
 from paymesh_runtime.identity import (
     Context,
@@ -25,7 +32,16 @@ from paymesh_runtime.identity import (
 )
 from paymesh_runtime.money import Money, currency_exponent, positive_money
 from wallet_svc import convert, ledger
-from wallet_svc.ledger import Account, AccountKey, SystemAccount, SystemRef, WalletRef
+from wallet_svc.ledger import (
+    Account,
+    AccountKey,
+    IdempotencyKey,
+    Operation,
+    SystemAccount,
+    SystemRef,
+    WalletRef,
+    WalletResult,
+)
 from wallet_svc.operations import Ledger
 
 # The services allowed to call the internal methods.
@@ -46,7 +62,8 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         if not request.currency:
             raise InvalidArgument("INVALID_CURRENCY", "currency is required", field="currency")
         currency_exponent(request.currency)
-        return convert.wallet(await self._ledger.create_wallet(user.user_id, request.currency))
+        key = _idempotency_key(context, user, Operation.CREATE_WALLET, request, None)
+        return await _answer(context, await self._ledger.create_wallet(user.user_id, request.currency, key))
 
     async def GetWallet(self, request: wallet_pb2.GetWalletRequest, context: Context) -> wallet_pb2.Wallet:
         if optional_user(context) is None and has_service_token(context):
@@ -89,22 +106,25 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         return wallet_pb2.ListEntriesResponse(entries=[convert.entry(p) for p in page], next_page_token=token)
 
     async def FreezeWallet(self, request: wallet_pb2.FreezeWalletRequest, context: Context) -> wallet_pb2.Wallet:
-        require_admin(context)
+        admin = require_admin(context)
         reason = ledger.validate_text("reason", request.reason, MAX_REASON_LENGTH)
         wallet_id = _uuid("wallet_id", request.wallet_id)
-        return convert.wallet(await self._ledger.set_frozen(wallet_id, True, reason))
+        key = _idempotency_key(context, admin, Operation.FREEZE_WALLET, request, wallet_id)
+        return await _answer(context, await self._ledger.set_frozen(wallet_id, True, reason, key))
 
     async def UnfreezeWallet(self, request: wallet_pb2.UnfreezeWalletRequest, context: Context) -> wallet_pb2.Wallet:
-        require_admin(context)
+        admin = require_admin(context)
         reason = ledger.validate_text("reason", request.reason, MAX_REASON_LENGTH)
         wallet_id = _uuid("wallet_id", request.wallet_id)
-        return convert.wallet(await self._ledger.set_frozen(wallet_id, False, reason))
+        key = _idempotency_key(context, admin, Operation.UNFREEZE_WALLET, request, wallet_id)
+        return await _answer(context, await self._ledger.set_frozen(wallet_id, False, reason, key))
 
     async def CloseWallet(self, request: wallet_pb2.CloseWalletRequest, context: Context) -> wallet_pb2.Wallet:
         user = require_user(context)
         # The owner never changes, so checking it before the transaction is safe.
         account = await self._visible_wallet(user, request.wallet_id)
-        return convert.wallet(await self._ledger.close_wallet(account.id, user.is_admin))
+        key = _idempotency_key(context, user, Operation.CLOSE_WALLET, request, account.id)
+        return await _answer(context, await self._ledger.close_wallet(account.id, user.is_admin, key))
 
     # --- internal ----------------------------------------------------------------------
 
@@ -179,6 +199,22 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         if account is None or not user.may_see(account.owner_id or ""):
             raise not_found("wallet", raw_id)
         return account
+
+
+def _idempotency_key(
+    context: Context, user: User, operation: Operation, request: Message, wallet_id: uuid.UUID | None
+) -> IdempotencyKey | None:
+    """The call's optional Idempotency-Key, scoped to the caller and bound to this very request."""
+    key = ledger.validate_idempotency_key(idempotency_key.values_in(context))
+    if key is None:
+        return None
+    return IdempotencyKey.of(user.user_id, key, operation, request.SerializeToString(deterministic=True), wallet_id)
+
+
+async def _answer(context: Context, result: WalletResult) -> wallet_pb2.Wallet:
+    if result.replayed:
+        await idempotency_key.mark_replayed(context)
+    return convert.wallet(result.account)
 
 
 def _uuid(field: str, value: str) -> uuid.UUID:

@@ -1,6 +1,7 @@
 """wallet_svc tables and queries (SQLAlchemy Core on asyncpg).
 
-The schema and its invariants live in migrations/versions/0002_ledger.py;
+The schema and its invariants live in migrations/versions/0002_ledger.py
+(and 0004, the references of the public wallet calls);
 these Table objects describe the columns the queries use. Balances are
 never computed here: PostgreSQL triggers apply postings and holds to
 `accounts`, and constraints reject what must never be stored.
@@ -114,6 +115,7 @@ ledger_references = Table(
     Column("fingerprint", String, nullable=False),
     Column("hold_id", UUID(as_uuid=True)),
     Column("transaction_id", UUID(as_uuid=True)),
+    Column("wallet_id", UUID(as_uuid=True)),
     _ts("created_at"),
 )
 
@@ -262,12 +264,12 @@ class SystemAccounts:
         return found
 
 
-async def insert_wallet(conn: AsyncConnection, owner_id: str, currency: str) -> Account | None:
+async def insert_wallet(conn: AsyncConnection, wallet_id: uuid.UUID, owner_id: str, currency: str) -> Account | None:
     """The new wallet, or None if the owner already has an open one in this currency."""
     row = (
         await conn.execute(
             pg_insert(accounts)
-            .values(id=uuid.uuid4(), owner_id=owner_id, currency=currency)
+            .values(id=wallet_id, owner_id=owner_id, currency=currency)
             .on_conflict_do_nothing(
                 index_elements=["owner_id", "currency"],
                 # Literal, not a bound parameter: the planner must match the partial index.
@@ -335,9 +337,10 @@ async def list_wallets(
 # --- references ---------------------------------------------------------------------
 
 
+_REFERENCE_COLUMNS = ("reference", "operation", "fingerprint", "hold_id", "transaction_id", "wallet_id")
 _CLAIM_REFERENCE = compiled_once(
     pg_insert(ledger_references)
-    .values({name: bindparam(name) for name in ("reference", "operation", "fingerprint", "hold_id", "transaction_id")})
+    .values({name: bindparam(name) for name in _REFERENCE_COLUMNS})
     .on_conflict_do_nothing(index_elements=["reference"])
     .returning(ledger_references.c.reference)
 )
@@ -351,8 +354,12 @@ async def claim_reference(
     *,
     hold_id: uuid.UUID | None = None,
     transaction_id: uuid.UUID | None = None,
+    wallet_id: uuid.UUID | None = None,
 ) -> ledger.StoredReference | None:
     """Claims `reference` for this call (None), or returns what an earlier call stored.
+
+    The ids are what the call is about to produce or change (the row commits
+    with the effect, or rolls back with it).
 
     A concurrent call with the same reference waits here on the primary key
     until the first commits (then this one replays) or rolls back (then this
@@ -364,13 +371,16 @@ async def claim_reference(
         "fingerprint": fingerprint,
         "hold_id": hold_id,
         "transaction_id": transaction_id,
+        "wallet_id": wallet_id,
     }
     claimed = await conn.scalar(_CLAIM_REFERENCE, params)
     if claimed is not None:
         return None
     # A new statement: in READ COMMITTED it sees the row the winner committed.
     row = (await conn.execute(select(ledger_references).where(ledger_references.c.reference == reference))).one()
-    return ledger.StoredReference(ledger.Operation(row.operation), row.fingerprint, row.hold_id, row.transaction_id)
+    return ledger.StoredReference(
+        ledger.Operation(row.operation), row.fingerprint, row.hold_id, row.transaction_id, row.wallet_id
+    )
 
 
 # --- transactions and postings ---------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from devstack.stack import Stack
 from paymesh.events.v1 import events_pb2
@@ -19,6 +20,7 @@ from tests.integration.wallet_support import (
     SETTLEMENT,
     Wallets,
     as_user,
+    error_info,
     new_user,
     reason_of,
     running_wallet,
@@ -26,6 +28,7 @@ from tests.integration.wallet_support import (
     usd,
     wallet_ref,
 )
+from wallet_svc.store import constraint_of
 
 pytestmark = pytest.mark.integration
 
@@ -243,6 +246,256 @@ async def test_a_failed_call_leaves_its_reference_free_for_a_retry(wallets: Wall
     await wallets.fund(wallet_id, 40)
     assert (await wallets.internal.CreateHold(hold)).state == wallet_pb2.Hold.OPEN
     assert await wallets.balances(wallet_id) == (40, 40)
+
+
+# --- Idempotency-Key on the public wallet calls -------------------------------------------------
+
+ADMIN = "ops-admin"
+
+
+def as_admin(key: str | None = None) -> tuple[tuple[str, str], ...]:
+    return as_user(ADMIN, "ADMIN", key)
+
+
+def new_key() -> str:
+    return f"key-{uuid.uuid4()}"
+
+
+async def answer_of(call: grpc.aio.UnaryUnaryCall[object, wallet_pb2.Wallet]) -> tuple[wallet_pb2.Wallet, bool]:
+    """The wallet a call answered, and whether it was marked as a replay."""
+    wallet = await call
+    replayed = dict(await call.trailing_metadata() or ()).get("idempotent-replayed") == "true"
+    return wallet, replayed
+
+
+async def test_create_wallet_retried_with_its_idempotency_key_returns_the_same_wallet(wallets: Wallets) -> None:
+    owner, key = new_user(), new_key()
+    create = wallet_pb2.CreateWalletRequest(currency="USD")
+    first, first_replayed = await answer_of(wallets.public.CreateWallet(create, metadata=as_user(owner, key=key)))
+    again, again_replayed = await answer_of(wallets.public.CreateWallet(create, metadata=as_user(owner, key=key)))
+    assert (first_replayed, again_replayed) == (False, True)
+    assert again == first  # nothing changed in between: the very same answer
+    assert await wallet_event_types(wallets, first.wallet_id) == ["wallet.created"]
+    assert await wallets.scalar("SELECT count(*) FROM accounts WHERE owner_id = :o", o=owner) == 1
+    async with wallets.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text(
+                    "SELECT operation, wallet_id, hold_id, transaction_id FROM ledger_references WHERE reference = :r"
+                ),
+                {"r": f"wallet-api:{owner}:{key}"},
+            )
+        ).one()
+    assert tuple(stored) == ("CreateWallet", uuid.UUID(first.wallet_id), None, None)
+
+    # Without the key a retry is a new request, answered as before.
+    await expect_error(
+        wallets.public.CreateWallet(create, metadata=as_user(owner)),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "WALLET_ALREADY_EXISTS",
+    )
+    # Keys are scoped to the caller: another user's identical key is another request.
+    other = await wallets.public.CreateWallet(create, metadata=as_user(new_user(), key=key))
+    assert other.wallet_id != first.wallet_id
+    # A replay answers the wallet as it is now: closed since, and no new wallet opened.
+    await wallets.public.CloseWallet(wallet_pb2.CloseWalletRequest(wallet_id=first.wallet_id), metadata=as_user(owner))
+    late, late_replayed = await answer_of(wallets.public.CreateWallet(create, metadata=as_user(owner, key=key)))
+    assert (late.wallet_id, late.state, late_replayed) == (first.wallet_id, wallet_pb2.Wallet.CLOSED, True)
+    assert await wallets.scalar("SELECT count(*) FROM accounts WHERE owner_id = :o", o=owner) == 1
+
+
+async def test_a_delayed_freeze_replayed_after_an_unfreeze_has_no_second_effect(wallets: Wallets) -> None:
+    wallet_id = await wallets.open_wallet(new_user())
+    await wallets.fund(wallet_id, 100)
+    freeze = wallet_pb2.FreezeWalletRequest(wallet_id=wallet_id, reason="review")
+    key = new_key()
+    frozen, frozen_replayed = await answer_of(wallets.public.FreezeWallet(freeze, metadata=as_admin(key)))
+    assert (frozen.state, frozen_replayed) == (wallet_pb2.Wallet.FROZEN, False)
+    unfrozen = await wallets.public.UnfreezeWallet(
+        wallet_pb2.UnfreezeWalletRequest(wallet_id=wallet_id), metadata=as_admin(new_key())
+    )
+    assert unfrozen.state == wallet_pb2.Wallet.ACTIVE
+
+    late, late_replayed = await answer_of(wallets.public.FreezeWallet(freeze, metadata=as_admin(key)))
+    assert (late.state, late_replayed) == (wallet_pb2.Wallet.ACTIVE, True)  # the wallet as it is now
+    await wallets.internal.PostTransaction(transfer(f"ref-{uuid.uuid4()}", wallet_ref(wallet_id), SETTLEMENT, 100))
+    assert await wallets.balances(wallet_id) == (0, 0)  # still active: debits go through
+    assert await wallet_event_types(wallets, wallet_id) == [
+        "wallet.created",
+        "wallet.posted",
+        "wallet.frozen",
+        "wallet.unfrozen",
+        "wallet.posted",
+    ]
+
+    # CloseWallet too: a replay closes nothing twice and emits nothing.
+    close = wallet_pb2.CloseWalletRequest(wallet_id=wallet_id)
+    closing_key = new_key()
+    closed, closed_replayed = await answer_of(wallets.public.CloseWallet(close, metadata=as_admin(closing_key)))
+    again, again_replayed = await answer_of(wallets.public.CloseWallet(close, metadata=as_admin(closing_key)))
+    assert (closed.state, closed_replayed, again_replayed) == (wallet_pb2.Wallet.CLOSED, False, True)
+    assert again == closed
+    assert (await wallet_event_types(wallets, wallet_id))[-1:] == ["wallet.closed"]
+    assert (await wallet_event_types(wallets, wallet_id)).count("wallet.closed") == 1
+
+
+async def test_an_idempotency_key_reused_for_another_request_is_refused_and_changes_nothing(wallets: Wallets) -> None:
+    owner = new_user()
+    first, second = await wallets.open_wallet(owner), await wallets.open_wallet(new_user())
+    key = new_key()
+    freeze = wallet_pb2.FreezeWalletRequest(wallet_id=first, reason="review")
+    await wallets.public.FreezeWallet(freeze, metadata=as_admin(key))
+    events_before = {w: await wallet_event_types(wallets, w) for w in (first, second)}
+    for call in (
+        # another wallet, another reason, another method: each a different request
+        wallets.public.FreezeWallet(
+            wallet_pb2.FreezeWalletRequest(wallet_id=second, reason="review"), metadata=as_admin(key)
+        ),
+        wallets.public.FreezeWallet(
+            wallet_pb2.FreezeWalletRequest(wallet_id=first, reason="other"), metadata=as_admin(key)
+        ),
+        wallets.public.UnfreezeWallet(wallet_pb2.UnfreezeWalletRequest(wallet_id=first), metadata=as_admin(key)),
+        wallets.public.CloseWallet(wallet_pb2.CloseWalletRequest(wallet_id=first), metadata=as_admin(key)),
+        wallets.public.CreateWallet(wallet_pb2.CreateWalletRequest(currency="USD"), metadata=as_admin(key)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        info = error_info(raised.value)
+        assert (info.reason, dict(info.metadata)) == ("IDEMPOTENCY_KEY_REUSED", {"idempotency_key": key})
+    states = [
+        (await wallets.public.GetWallet(wallet_pb2.GetWalletRequest(wallet_id=w), metadata=as_admin())).state
+        for w in (first, second)
+    ]
+    assert states == [wallet_pb2.Wallet.FROZEN, wallet_pb2.Wallet.ACTIVE]
+    assert {w: await wallet_event_types(wallets, w) for w in (first, second)} == events_before
+    assert await wallets.scalar("SELECT count(*) FROM accounts WHERE owner_id = :o", o=ADMIN) == 0
+
+    creator, create_key = new_user(), new_key()
+    await wallets.public.CreateWallet(
+        wallet_pb2.CreateWalletRequest(currency="USD"), metadata=as_user(creator, key=create_key)
+    )
+    await expect_error(
+        wallets.public.CreateWallet(
+            wallet_pb2.CreateWalletRequest(currency="EUR"), metadata=as_user(creator, key=create_key)
+        ),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    currencies = await wallets.public.ListWallets(wallet_pb2.ListWalletsRequest(), metadata=as_user(creator))
+    assert [w.currency for w in currencies.wallets] == ["USD"]
+
+
+async def test_concurrent_calls_with_one_idempotency_key_take_effect_once(wallets: Wallets) -> None:
+    owner, key = new_user(), new_key()
+    create = wallet_pb2.CreateWalletRequest(currency="USD")
+    created = await asyncio.gather(
+        *(answer_of(wallets.public.CreateWallet(create, metadata=as_user(owner, key=key))) for _ in range(20))
+    )
+    assert len({wallet.wallet_id for wallet, _ in created}) == 1
+    assert sorted(replayed for _, replayed in created) == [False] + [True] * 19
+    wallet_id = created[0][0].wallet_id
+    assert await wallets.scalar("SELECT count(*) FROM accounts WHERE owner_id = :o", o=owner) == 1
+
+    freeze, unfreeze = (
+        wallet_pb2.FreezeWalletRequest(wallet_id=wallet_id, reason="race"),
+        wallet_pb2.UnfreezeWalletRequest(wallet_id=wallet_id, reason="race"),
+    )
+    freeze_key, unfreeze_key = new_key(), new_key()
+    # Twenty retries of one freeze and of one unfreeze, all at once: each takes effect at most once.
+    results = await asyncio.gather(
+        *(answer_of(wallets.public.FreezeWallet(freeze, metadata=as_admin(freeze_key))) for _ in range(20)),
+        *(answer_of(wallets.public.UnfreezeWallet(unfreeze, metadata=as_admin(unfreeze_key))) for _ in range(20)),
+    )
+    assert sum(not replayed for _, replayed in results) == 2  # one original call per key
+    types = await wallet_event_types(wallets, wallet_id)
+    assert types.count("wallet.created") == 1
+    assert types.count("wallet.frozen") == 1
+    assert types.count("wallet.unfrozen") <= 1  # a no-op if it ran before the freeze
+    keys = await wallets.scalar(
+        "SELECT count(*) FROM ledger_references WHERE reference LIKE :r", r=f"wallet-api:%:{freeze_key}"
+    )
+    assert keys == 1
+
+
+async def test_a_keyed_call_that_failed_leaves_its_key_free_for_a_retry(wallets: Wallets) -> None:
+    owner, key = new_user(), new_key()
+    existing = await wallets.open_wallet(owner)
+    create = wallet_pb2.CreateWalletRequest(currency="USD")
+    await expect_error(
+        wallets.public.CreateWallet(create, metadata=as_user(owner, key=key)),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "WALLET_ALREADY_EXISTS",
+    )
+    await wallets.public.CloseWallet(wallet_pb2.CloseWalletRequest(wallet_id=existing), metadata=as_user(owner))
+    opened, replayed = await answer_of(wallets.public.CreateWallet(create, metadata=as_user(owner, key=key)))
+    assert (opened.wallet_id != existing, replayed) == (True, False)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (("idempotency-key", "k" * 256),),
+        (("idempotency-key", "   "),),
+        (("idempotency-key", "one"), ("idempotency-key", "two")),
+    ],
+)
+async def test_malformed_idempotency_keys_are_refused(wallets: Wallets, headers: tuple[tuple[str, str], ...]) -> None:
+    owner = new_user()
+    wallet_id = await wallets.open_wallet(owner, "EUR")
+    for call in (
+        wallets.public.CreateWallet(
+            wallet_pb2.CreateWalletRequest(currency="USD"), metadata=(*as_user(owner), *headers)
+        ),
+        wallets.public.FreezeWallet(
+            wallet_pb2.FreezeWalletRequest(wallet_id=wallet_id), metadata=(*as_admin(), *headers)
+        ),
+        wallets.public.CloseWallet(
+            wallet_pb2.CloseWalletRequest(wallet_id=wallet_id), metadata=(*as_user(owner), *headers)
+        ),
+    ):
+        await expect_error(call, grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
+    listed = await wallets.public.ListWallets(wallet_pb2.ListWalletsRequest(), metadata=as_user(owner))
+    assert [(w.currency, w.state) for w in listed.wallets] == [("EUR", wallet_pb2.Wallet.ACTIVE)]
+
+
+async def test_idempotency_key_references_never_collide_with_internal_references(wallets: Wallets) -> None:
+    wallet_id = await wallets.open_wallet(new_user())
+    await expect_error(
+        wallets.internal.PostTransaction(
+            transfer(f"wallet-api:x:{uuid.uuid4()}", SETTLEMENT, wallet_ref(wallet_id), 1)
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+    )
+    assert await wallets.balances(wallet_id) == (0, 0)
+    insert = (
+        "INSERT INTO ledger_references (reference, operation, fingerprint, hold_id, transaction_id, wallet_id)"
+        " VALUES (:reference, :operation, 'f', NULL, NULL, :wallet_id)"
+    )
+    wid = uuid.UUID(wallet_id)
+    for constraint, params in (
+        (
+            "ledger_references_api_prefix",
+            {"reference": f"pay_{uuid.uuid4()}", "operation": "FreezeWallet", "wallet_id": wid},
+        ),
+        (
+            "ledger_references_result",
+            {"reference": f"wallet-api:u:{uuid.uuid4()}", "operation": "FreezeWallet", "wallet_id": None},
+        ),
+        (
+            "ledger_references_operation",
+            {"reference": f"pay_{uuid.uuid4()}", "operation": "DeleteWallet", "wallet_id": wid},
+        ),
+        (
+            "ledger_references_length",
+            {"reference": "wallet-api:" + "u" * 1100, "operation": "CloseWallet", "wallet_id": wid},
+        ),
+    ):
+        with pytest.raises(IntegrityError) as raised:
+            async with wallets.engine.begin() as conn:
+                await conn.execute(text(insert), params)
+        assert constraint_of(raised.value) == constraint
 
 
 # --- postings, holds, freezing, closing --------------------------------------------------------

@@ -1,16 +1,35 @@
 """Hypothesis stateful test: random concurrent ledger traffic never breaks an invariant.
 
-Each step runs 16-32 operations at once (credits, debits, transfers, holds,
-captures, releases, freezes, retries of earlier calls with their reference,
-the same new call twice at once) against the real PostgreSQL through the
-ledger's unit-of-work layer. A model follows only what succeeded. After every
-step the database must show:
-- the postings of every currency sum to zero;
+Wallets in two currencies (USD and EUR), each funded from its currency's
+settlement account. Each step runs 16-32 operations at once against the real
+PostgreSQL through the ledger's unit-of-work layer, every one of them a call
+that reaches the ledger: each drawn operation is applied to the model's state
+when the step starts (which wallet, hold or earlier call it names), and one
+that cannot apply is replaced by one that can (a capture or release with no
+open hold by a hold; a freeze or unfreeze, at most one per wallet and step,
+by a credit once every wallet has one). The mix: credits, debits, transfers, exchanges (a USD leg pair and a EUR leg
+pair in one transaction), holds, captures, releases, freezes and unfreezes
+(half of them with an Idempotency-Key), retries of earlier successful calls
+with their reference or key, the same new call twice at once, and an earlier
+reference or key reused for another request.
+
+A model follows only what succeeded. Each step checks every outcome:
+- credits, releases of an uncontested hold, freezes and retries always succeed,
+  a retry with the original result (a freeze's as a replay);
+- a debit, transfer, exchange, hold or capture taking money from a wallet
+  frozen for the whole step fails with WALLET_FROZEN (so it took no effect);
+  from a wallet active for the whole step it never does;
+- nothing fails with INSUFFICIENT_FUNDS while the step's debits and holds on
+  the wallet add up to no more than its available balance;
+- a reused reference or key fails with IDEMPOTENCY_KEY_REUSED.
+After every step the database must show:
+- the postings of every currency sum to zero (USD and EUR both present);
 - no customer wallet has a negative available balance;
 - every account's posted and held equal the sums recomputed from its
   postings and open holds, and every balance_after is a running sum;
-- the machine's wallets hold exactly what the model says, which fails if an
-  idempotent retry or a duplicate call ever took effect twice.
+- the machine's wallets (posted, held, ACTIVE or FROZEN) and the system
+  accounts hold exactly what the model says, which fails if an idempotent
+  retry, a reuse, a duplicate call or a refused call ever took effect.
 """
 
 from __future__ import annotations
@@ -18,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,22 +50,44 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack.stack import Stack
+from paymesh.wallet.v1 import wallet_pb2
 from paymesh_runtime.db import create_engine
 from paymesh_runtime.errors import PaymeshError
 from paymesh_runtime.money import Money
 from paymesh_runtime.outbox import Outbox
 from tests.integration.wallet_support import migrate, settings_for
 from wallet_svc import ledger, store
-from wallet_svc.ledger import SystemAccount, SystemRef, WalletRef
+from wallet_svc.ledger import AccountKey, IdempotencyKey, Operation, SystemAccount, SystemRef, WalletRef
 from wallet_svc.operations import HoldPolicy, Ledger
 
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-WALLETS = 4
-EXPECTED_FAILURES = {"INSUFFICIENT_FUNDS", "WALLET_FROZEN", "HOLD_NOT_OPEN"}
-SETTLEMENT = SystemRef(SystemAccount.EXTERNAL_SETTLEMENT, "USD")
-FEES = SystemRef(SystemAccount.FEES, "USD")
+WALLETS = {"USD": 4, "EUR": 3}
+OTHER_CURRENCY = {"USD": "EUR", "EUR": "USD"}
+INITIAL_BALANCE = 500
+ADMIN = "prop-admin"
+REASON = "property test"
+# How each kind of fresh operation may fail at all; _check narrows it down per call.
+ALLOWED_FAILURES: dict[str, frozenset[str]] = {
+    "credit": frozenset(),
+    "twice": frozenset(),
+    "freeze": frozenset(),
+    "release": frozenset(),
+    "capture": frozenset({"WALLET_FROZEN"}),
+    **dict.fromkeys(("debit", "transfer", "exchange", "hold"), frozenset({"INSUFFICIENT_FUNDS", "WALLET_FROZEN"})),
+}
+
+
+def settlement(currency: str) -> SystemRef:
+    return SystemRef(SystemAccount.EXTERNAL_SETTLEMENT, currency)
+
+
+def fees(currency: str) -> SystemRef:
+    return SystemRef(SystemAccount.FEES, currency)
+
+
+SYSTEM_ACCOUNTS = [account(currency) for currency in WALLETS for account in (settlement, fees)]
 
 
 class LoopThread:
@@ -94,43 +136,107 @@ def harness(infra: Stack) -> Iterator[Harness]:
         runner.close()
 
 
-def usd(amount: int) -> Money:
-    return Money("USD", amount)
+@dataclass(frozen=True)
+class Op:
+    """One drawn operation. Its shape never depends on the model (Hypothesis replays and shrinks
+    the draws): which wallet, hold or earlier call `first` and `second` name is decided against
+    the model's state when the step starts."""
+
+    kind: str
+    first: int  # a wallet, a hold, or an earlier call to retry or reuse
+    second: int  # a transfer's, exchange's or capture's destination
+    amount: int
+    other_amount: int  # what an exchange buys; the percentage of a hold a capture takes
+    flag: bool  # freeze (or unfreeze); a reuse under another method (or with other arguments)
+    keyed: bool  # a freeze or unfreeze with an Idempotency-Key
+
+
+KINDS = ("credit", "debit", "transfer", "exchange", "hold", "capture", "release", "freeze", "retry", "reuse", "twice")
+pick = st.integers(0, 10_000)
+amounts = st.integers(1, 400)
+operation = st.builds(Op, st.sampled_from(KINDS), pick, pick, amounts, amounts, st.booleans(), st.booleans())
 
 
 def ref() -> str:
     return f"prop-{uuid.uuid4()}"
 
 
-wallet_index = st.integers(0, WALLETS - 1)
-pick = st.integers(0, 10_000)
-operation = st.one_of(
-    st.tuples(st.just("credit"), wallet_index, st.integers(1, 400)),
-    st.tuples(st.just("debit"), wallet_index, st.integers(1, 400)),
-    st.tuples(st.just("transfer"), wallet_index, wallet_index, st.integers(1, 300)),
-    st.tuples(st.just("hold"), wallet_index, st.integers(1, 300)),
-    st.tuples(st.just("capture"), pick, st.integers(1, 100), st.integers(0, WALLETS)),
-    st.tuples(st.just("release"), pick),
-    st.tuples(st.just("freeze"), wallet_index, st.booleans()),
-    st.tuples(st.just("retry"), pick),
-    st.tuples(st.just("twice"), wallet_index, st.integers(1, 400)),
-)
+def move(source: AccountKey, destination: AccountKey, amount: Money) -> tuple[ledger.Leg, ...]:
+    return (ledger.Leg(source, -amount), ledger.Leg(destination, amount))
+
+
+@dataclass(frozen=True)
+class FreezeRequest:
+    """FreezeWallet (freeze) or UnfreezeWallet, with an Idempotency-Key or without."""
+
+    wallet_id: uuid.UUID
+    freeze: bool
+    key: IdempotencyKey | None
+    reason: str = REASON
+
+
+def freeze_key(raw_key: str, wallet_id: uuid.UUID, freeze: bool, reason: str = REASON) -> IdempotencyKey:
+    """The key as the service builds it: the admin's key over the request's bytes and the wallet."""
+    message = wallet_pb2.FreezeWalletRequest if freeze else wallet_pb2.UnfreezeWalletRequest
+    request = message(wallet_id=str(wallet_id), reason=reason).SerializeToString(deterministic=True)
+    method = Operation.FREEZE_WALLET if freeze else Operation.UNFREEZE_WALLET
+    return IdempotencyKey.of(ADMIN, raw_key, method, request, wallet_id)
 
 
 @dataclass
 class Done:
-    """A call that succeeded, kept for retries: the request and the ids it produced."""
+    """A call that succeeded, kept for retries and reuses: the method, request and ids it produced."""
+
+    method: str
+    request: Any
+    ids: tuple[uuid.UUID, ...]
+
+
+@dataclass
+class Call:
+    """One operation of a step.
+
+    `method` is the ledger call; `debited` the wallet it takes money from (for
+    the freeze rule), `decrease` how much available it may take (for the funds
+    rule), `hold_id` the hold it captures or releases; `retried` the earlier
+    call it repeats, `reused` whether it reuses an earlier reference or key.
+    """
 
     kind: str
+    method: str
     request: Any
-    result: tuple[uuid.UUID, ...]
+    debited: uuid.UUID | None = None
+    decrease: int = 0
+    hold_id: uuid.UUID | None = None
+    retried: Done | None = None
+    reused: bool = False
+
+    @property
+    def fresh(self) -> bool:
+        return self.retried is None and not self.reused
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ids: tuple[uuid.UUID, ...]
+    replayed: bool = False
+    state: str = ""
+
+
+Result = Outcome | str  # a success, or the reason of the PaymeshError
 
 
 @dataclass
 class Model:
-    posted: dict[uuid.UUID, int] = field(default_factory=dict)
-    open_holds: dict[uuid.UUID, tuple[uuid.UUID, int]] = field(default_factory=dict)
+    # Wallets: their posted balance. System accounts: their change since the machine started.
+    posted: dict[AccountKey, int] = field(default_factory=lambda: defaultdict(int))
+    open_holds: dict[uuid.UUID, tuple[uuid.UUID, Money]] = field(default_factory=dict)
+    frozen: set[uuid.UUID] = field(default_factory=set)
     done: list[Done] = field(default_factory=list)
+
+    def available(self, wallet_id: uuid.UUID) -> int:
+        held = sum(amount.amount for wallet, amount in self.open_holds.values() if wallet == wallet_id)
+        return self.posted[WalletRef(wallet_id)] - held
 
 
 def ledger_test_machine(h: Harness) -> type[RuleBasedStateMachine]:
@@ -138,132 +244,241 @@ def ledger_test_machine(h: Harness) -> type[RuleBasedStateMachine]:
         def __init__(self) -> None:
             super().__init__()
             self.model = Model()
-            self.wallets: list[uuid.UUID] = h.runner.run(self._open_wallets())
-            for wallet_id in self.wallets:
-                self.model.posted[wallet_id] = 500
+            self.reached = 0  # ledger calls made by the current step
+            self.baseline = h.runner.run(self._system_balances())
+            self.currency_of: dict[uuid.UUID, str] = h.runner.run(self._open_wallets())
+            self.wallets = sorted(self.currency_of)
+            self.by_currency = {c: [w for w in self.wallets if self.currency_of[w] == c] for c in WALLETS}
 
-        async def _open_wallets(self) -> list[uuid.UUID]:
-            opened = []
-            for _ in range(WALLETS):
-                account = await h.ledger.create_wallet(f"prop-{uuid.uuid4()}", "USD")
-                await h.ledger.post(
-                    ledger.PostRequest(ref(), self._move(SETTLEMENT, WalletRef(account.id), 500), "", "")
+        async def _system_balances(self) -> dict[SystemRef, int]:
+            async with h.engine.connect() as conn:
+                rows = await conn.execute(
+                    text("SELECT system_account, currency, posted FROM accounts WHERE system_account IS NOT NULL")
                 )
-                opened.append(account.id)
+                found = {SystemRef(SystemAccount(r.system_account), r.currency): int(r.posted) for r in rows}
+            return {key: found.get(key, 0) for key in SYSTEM_ACCOUNTS}
+
+        async def _open_wallets(self) -> dict[uuid.UUID, str]:
+            opened = {}
+            for currency, count in WALLETS.items():
+                for _ in range(count):
+                    owner = f"prop-{uuid.uuid4()}"
+                    request = wallet_pb2.CreateWalletRequest(currency=currency).SerializeToString(deterministic=True)
+                    key = IdempotencyKey.of(owner, "open", Operation.CREATE_WALLET, request, None)
+                    created = await h.ledger.create_wallet(owner, currency, key)
+                    again = await h.ledger.create_wallet(owner, currency, key)
+                    assert (again.account.id, created.replayed, again.replayed) == (created.account.id, False, True)
+                    wallet_id = created.account.id
+                    legs = move(settlement(currency), WalletRef(wallet_id), Money(currency, INITIAL_BALANCE))
+                    funding = ledger.PostRequest(ref(), legs, "", "")
+                    tx = await h.ledger.post(funding)
+                    self._apply_legs(funding.legs)
+                    self.model.done.append(Done("post", funding, (tx.id,)))
+                    opened[wallet_id] = currency
             return opened
 
-        @staticmethod
-        def _move(source: ledger.AccountKey, destination: ledger.AccountKey, amount: int) -> tuple[ledger.Leg, ...]:
-            return (ledger.Leg(source, usd(-amount)), ledger.Leg(destination, usd(amount)))
+        def _apply_legs(self, legs: tuple[ledger.Leg, ...]) -> None:
+            for leg in legs:
+                self.model.posted[leg.account] += leg.amount.amount
 
         # --- one step: many operations at once -------------------------------------------
 
         @rule(ops=st.lists(operation, min_size=16, max_size=32))
-        def concurrent_operations(self, ops: list[tuple[Any, ...]]) -> None:
-            holds = sorted(self.model.open_holds)
-            done = list(self.model.done)
-            calls = [self._call(op, holds, done) for op in ops]
-            outcomes = h.runner.run(self._attempt_all(calls))
-            for call, result in zip(calls, outcomes, strict=True):
-                self._apply(call, result)
+        def concurrent_operations(self, ops: list[Op]) -> None:
+            toggled: set[uuid.UUID] = set()
+            calls = [self._call(op, toggled) for op in ops]
+            self.reached = 0
+            results = h.runner.run(self._attempt_all(calls))
+            assert self.reached == len(calls) == len(ops)  # every operation drawn was a call to the ledger
+            self._check(calls, results, toggled)
+            for call, result in zip(calls, results, strict=True):
+                if isinstance(result, Outcome) and call.fresh:
+                    self._apply(call, result)
 
-        def _call(self, op: tuple[Any, ...], holds: list[uuid.UUID], done: list[Done]) -> tuple[str, Any, Any]:
-            kind, *args = op
-            w = self.wallets
-            if kind == "credit":
-                return (
-                    "post",
-                    ledger.PostRequest(ref(), self._move(SETTLEMENT, WalletRef(w[args[0]]), args[1]), "", ""),
-                    None,
-                )
+        # --- operations that apply to the model's state ------------------------------------------
+
+        def _call(self, op: Op, toggled: set[uuid.UUID]) -> Call:
+            """The drawn operation against the model's state at the start of the step, or another
+            in its place when it cannot apply: a hold for a capture or release with no open hold,
+            a credit for a freeze when every wallet already has one in this step."""
+            kind = op.kind
+            if kind in ("capture", "release") and not self.model.open_holds:
+                kind = "hold"
+            if kind == "freeze" and len(toggled) == len(self.wallets):
+                kind = "credit"
+            wallet_id = self.wallets[op.first % len(self.wallets)]
+            money = Money(self.currency_of[wallet_id], op.amount)
+            if kind in ("credit", "twice"):
+                return Call(kind, "twice" if kind == "twice" else "post", self._credit(ref(), wallet_id, op.amount))
             if kind == "debit":
-                return "post", ledger.PostRequest(ref(), self._move(WalletRef(w[args[0]]), FEES, args[1]), "", ""), None
-            if kind == "transfer" and args[0] != args[1]:
-                legs = self._move(WalletRef(w[args[0]]), WalletRef(w[args[1]]), args[2])
-                return "post", ledger.PostRequest(ref(), legs, "", ""), None
+                request = ledger.PostRequest(ref(), move(WalletRef(wallet_id), fees(money.currency), money), "", "")
+                return Call(kind, "post", request, wallet_id, money.amount)
             if kind == "hold":
-                return "hold", ledger.HoldRequest(ref(), w[args[0]], usd(args[1]), "", 0), None
-            if kind in ("capture", "release") and holds:
-                hold_id = holds[args[0] % len(holds)]
+                return Call(kind, kind, ledger.HoldRequest(ref(), wallet_id, money, "", 0), wallet_id, money.amount)
+            if kind == "transfer":
+                others = [w for w in self.by_currency[money.currency] if w != wallet_id]
+                destination = others[op.second % len(others)]
+                legs = move(WalletRef(wallet_id), WalletRef(destination), money)
+                return Call(kind, "post", ledger.PostRequest(ref(), legs, "", ""), wallet_id, money.amount)
+            if kind == "exchange":
+                bought = Money(OTHER_CURRENCY[money.currency], op.other_amount)
+                receivers = self.by_currency[bought.currency]
+                legs = (
+                    *move(WalletRef(wallet_id), settlement(money.currency), money),
+                    *move(settlement(bought.currency), WalletRef(receivers[op.second % len(receivers)]), bought),
+                )
+                return Call(kind, "post", ledger.PostRequest(ref(), legs, "", ""), wallet_id, money.amount)
+            if kind in ("capture", "release"):
+                holds = sorted(self.model.open_holds)
+                hold_id = holds[op.first % len(holds)]
                 if kind == "release":
-                    return "release", ledger.ReleaseRequest(ref(), hold_id), None
-                held = self.model.open_holds[hold_id][1]
-                destination = FEES if args[2] == WALLETS else WalletRef(w[args[2]])
-                if destination == WalletRef(self.model.open_holds[hold_id][0]):
-                    destination = SETTLEMENT
-                amount = max(1, held * args[1] // 100)
-                return "capture", ledger.CaptureRequest(ref(), hold_id, usd(amount), destination, ""), None
+                    return Call(kind, kind, ledger.ReleaseRequest(ref(), hold_id), hold_id=hold_id)
+                held_wallet, held = self.model.open_holds[hold_id]
+                captured = Money(held.currency, max(1, held.amount * (op.other_amount % 100 + 1) // 100))
+                others = [WalletRef(w) for w in self.by_currency[held.currency] if w != held_wallet]
+                destinations = [*others, fees(held.currency), settlement(held.currency)]
+                capture = ledger.CaptureRequest(
+                    ref(), hold_id, captured, destinations[op.second % len(destinations)], ""
+                )
+                return Call(kind, kind, capture, held_wallet, hold_id=hold_id)
             if kind == "freeze":
-                return "freeze", (w[args[0]], args[1]), None
-            if kind == "retry" and done:
-                earlier = done[args[0] % len(done)]
-                return earlier.kind, earlier.request, earlier
-            if kind == "twice":
-                request = ledger.PostRequest(ref(), self._move(SETTLEMENT, WalletRef(w[args[0]]), args[1]), "", "")
-                return "twice", request, None
-            return "skip", None, None
+                free = [w for w in self.wallets if w not in toggled]
+                wallet_id = free[op.first % len(free)]
+                toggled.add(wallet_id)
+                key = freeze_key(f"k-{uuid.uuid4()}", wallet_id, op.flag) if op.keyed else None
+                return Call(kind, kind, FreezeRequest(wallet_id, op.flag, key))
+            earlier = self.model.done[op.first % len(self.model.done)]
+            if kind == "retry":
+                return Call(kind, earlier.method, earlier.request, retried=earlier)
+            method, request = self._reuse(earlier, op.flag)
+            return Call(kind, method, request, reused=True)
 
-        async def _attempt_all(self, calls: list[tuple[str, Any, Any]]) -> list[tuple[uuid.UUID, ...] | str]:
+        def _credit(self, reference: str, wallet_id: uuid.UUID, amount: int) -> ledger.PostRequest:
+            money = Money(self.currency_of[wallet_id], amount)
+            return ledger.PostRequest(reference, move(settlement(money.currency), WalletRef(wallet_id), money), "", "")
+
+        def _reuse(self, earlier: Done, other_method: bool) -> tuple[str, Any]:
+            """Another request under an earlier call's reference or key: another method, or other arguments."""
+            request = earlier.request
+            if isinstance(request, FreezeRequest):
+                assert request.key is not None
+                if other_method:  # an unfreeze under a freeze's key, or the reverse
+                    key = freeze_key(request.key.key, request.wallet_id, not request.freeze)
+                    return "freeze", FreezeRequest(request.wallet_id, not request.freeze, key)
+                key = freeze_key(request.key.key, request.wallet_id, request.freeze, "another reason")
+                return "freeze", FreezeRequest(request.wallet_id, request.freeze, key, "another reason")
+            wallet_id = self.wallets[0]
+            if other_method:
+                if isinstance(request, ledger.PostRequest):
+                    money = Money(self.currency_of[wallet_id], 1)
+                    return "hold", ledger.HoldRequest(request.reference, wallet_id, money, "", 0)
+                return "post", self._credit(request.reference, wallet_id, 1)
+            if isinstance(request, ledger.PostRequest):
+                doubled = tuple(ledger.Leg(leg.account, leg.amount + leg.amount) for leg in request.legs)
+                return "post", ledger.PostRequest(request.reference, doubled, "", "")
+            if isinstance(request, ledger.HoldRequest):
+                more = request.amount + Money(request.amount.currency, 1)
+                return "hold", ledger.HoldRequest(request.reference, request.wallet_id, more, "", 0)
+            if isinstance(request, ledger.CaptureRequest):
+                described = ledger.CaptureRequest(
+                    request.reference, request.hold_id, request.amount, request.destination, "another description"
+                )
+                return "capture", described
+            assert isinstance(request, ledger.ReleaseRequest)
+            return "release", ledger.ReleaseRequest(request.reference, uuid.uuid4())
+
+        # --- running them ------------------------------------------------------------------------
+
+        async def _attempt_all(self, calls: list[Call]) -> list[Result]:
             return list(await asyncio.gather(*(self._attempt(call) for call in calls)))
 
-        async def _attempt(self, call: tuple[str, Any, Any]) -> tuple[uuid.UUID, ...] | str:
-            kind, request, _ = call
+        async def _attempt(self, call: Call) -> Result:
+            request = call.request
+            self.reached += 1
             try:
-                if kind == "post":
-                    return ((await h.ledger.post(request)).id,)
-                if kind == "twice":
+                if call.method == "post":
+                    return Outcome(((await h.ledger.post(request)).id,))
+                if call.method == "twice":
                     first, second = await asyncio.gather(h.ledger.post(request), h.ledger.post(request))
                     assert first.id == second.id, "two calls with one reference made two transactions"
-                    return (first.id,)
-                if kind == "hold":
-                    return ((await h.ledger.create_hold(request)).id,)
-                if kind == "capture":
+                    return Outcome((first.id,))
+                if call.method == "hold":
+                    return Outcome(((await h.ledger.create_hold(request)).id,))
+                if call.method == "capture":
                     hold, tx = await h.ledger.capture_hold(request)
-                    return (hold.id, tx.id)
-                if kind == "release":
-                    return ((await h.ledger.release_hold(request)).id,)
-                if kind == "freeze":
-                    wallet_id, freeze = request
-                    await h.ledger.set_frozen(wallet_id, freeze, "property test")
-                return ()
+                    return Outcome((hold.id, tx.id))
+                if call.method == "release":
+                    return Outcome(((await h.ledger.release_hold(request)).id,))
+                assert call.method == "freeze", call
+                changed = await h.ledger.set_frozen(request.wallet_id, request.freeze, request.reason, request.key)
+                return Outcome((changed.account.id,), changed.replayed, changed.account.state.value)
             except PaymeshError as error:
                 return error.reason
 
-        def _apply(self, call: tuple[str, Any, Any], result: tuple[uuid.UUID, ...] | str) -> None:
-            kind, request, retried = call
-            if isinstance(result, str):
-                assert result in EXPECTED_FAILURES, f"{kind} failed with {result}"
-                assert retried is None, f"a retry of a successful {kind} failed with {result}"
-                return
-            if retried is not None:
-                assert result == retried.result, f"a retried {kind} returned another result"
-                return
-            if kind in ("post", "twice"):
-                for leg in request.legs:
-                    if isinstance(leg.account, WalletRef):
-                        self.model.posted[leg.account.wallet_id] += leg.amount.amount
-            elif kind == "hold":
-                self.model.open_holds[result[0]] = (request.wallet_id, request.amount.amount)
-            elif kind in ("capture", "release"):
+        # --- what each outcome may be --------------------------------------------------------------
+
+        def _check(self, calls: list[Call], results: list[Result], toggled: set[uuid.UUID]) -> None:
+            contested = Counter(call.hold_id for call in calls if call.fresh and call.hold_id is not None)
+            taking: dict[uuid.UUID, int] = defaultdict(int)
+            for call in calls:
+                if call.fresh and call.debited is not None:
+                    taking[call.debited] += call.decrease
+            for call, result in zip(calls, results, strict=True):
+                where = f"{call.kind} {call.request}"
+                if call.retried is not None:
+                    assert isinstance(result, Outcome), f"a retry of a successful {where} failed with {result}"
+                    assert result.ids == call.retried.ids, f"a retried {where} returned another result"
+                    assert call.method != "freeze" or result.replayed, f"a retried {where} was not a replay"
+                    continue
+                if call.reused:
+                    assert result == "IDEMPOTENCY_KEY_REUSED", f"{where} under a used reference gave {result}"
+                    continue
+                allowed = ALLOWED_FAILURES[call.kind]
+                if call.hold_id is not None and contested[call.hold_id] > 1:
+                    allowed = allowed | {"HOLD_NOT_OPEN"}  # another capture or release may come first
+                if call.debited is not None and call.debited not in toggled:
+                    if call.debited in self.model.frozen:
+                        assert isinstance(result, str), f"{where} took effect on a frozen wallet"
+                        allowed = allowed & {"WALLET_FROZEN", "HOLD_NOT_OPEN"}
+                    else:
+                        allowed = allowed - {"WALLET_FROZEN"}
+                if call.debited is not None and taking[call.debited] <= self.model.available(call.debited):
+                    allowed = allowed - {"INSUFFICIENT_FUNDS"}
+                if isinstance(result, str):
+                    assert result in allowed, f"{where} failed with {result}"
+                elif call.kind == "freeze":
+                    target = "FROZEN" if call.request.freeze else "ACTIVE"
+                    assert (result.state, result.replayed) == (target, False), f"{where} answered {result}"
+
+        def _apply(self, call: Call, result: Outcome) -> None:
+            request = call.request
+            if call.method in ("post", "twice"):
+                self._apply_legs(request.legs)
+            elif call.method == "hold":
+                self.model.open_holds[result.ids[0]] = (request.wallet_id, request.amount)
+            elif call.method in ("capture", "release"):
                 assert request.hold_id in self.model.open_holds, "a hold left OPEN twice"
                 wallet_id, _ = self.model.open_holds.pop(request.hold_id)
-                if kind == "capture":
-                    self.model.posted[wallet_id] -= request.amount.amount
-                    if isinstance(request.destination, WalletRef):
-                        self.model.posted[request.destination.wallet_id] += request.amount.amount
-            if kind in ("post", "twice", "hold", "capture", "release"):
-                self.model.done.append(Done("post" if kind == "twice" else kind, request, result))
+                if call.method == "capture":
+                    self._apply_legs(move(WalletRef(wallet_id), request.destination, request.amount))
+            elif request.freeze:
+                self.model.frozen.add(request.wallet_id)
+            else:
+                self.model.frozen.discard(request.wallet_id)
+            if call.method != "freeze" or request.key is not None:
+                self.model.done.append(Done("post" if call.method == "twice" else call.method, request, result.ids))
 
         # --- invariants ----------------------------------------------------------------------
 
         @invariant()
         def ledger_is_consistent(self) -> None:
-            h.runner.run(self._check())
+            h.runner.run(self._check_database())
 
-        async def _check(self) -> None:
+        async def _check_database(self) -> None:
             async with h.engine.connect() as conn:
                 sums = (await conn.execute(text("SELECT currency, sum(amount) FROM postings GROUP BY currency"))).all()
                 assert all(total == 0 for _, total in sums), sums
+                assert set(WALLETS) <= {currency for currency, _ in sums}, sums
                 negative = await conn.scalar(
                     text("SELECT count(*) FROM accounts WHERE system_account IS NULL AND posted - held < 0")
                 )
@@ -274,14 +489,23 @@ def ledger_test_machine(h: Harness) -> type[RuleBasedStateMachine]:
                 assert running == 0
                 rows = (
                     await conn.execute(
-                        text("SELECT id, posted, held FROM accounts WHERE id = ANY(:ids)"), {"ids": self.wallets}
+                        text("SELECT id, posted, held, state FROM accounts WHERE id = ANY(:ids)"), {"ids": self.wallets}
                     )
                 ).all()
             held: dict[uuid.UUID, int] = dict.fromkeys(self.wallets, 0)
             for wallet_id, amount in self.model.open_holds.values():
-                held[wallet_id] += amount
-            assert {row.id: (row.posted, row.held) for row in rows} == {
-                wallet_id: (self.model.posted[wallet_id], held[wallet_id]) for wallet_id in self.wallets
+                held[wallet_id] += amount.amount
+            assert {row.id: (row.posted, row.held, row.state) for row in rows} == {
+                wallet_id: (
+                    self.model.posted[WalletRef(wallet_id)],
+                    held[wallet_id],
+                    "FROZEN" if wallet_id in self.model.frozen else "ACTIVE",
+                )
+                for wallet_id in self.wallets
+            }
+            system = await self._system_balances()
+            assert {key: system[key] - self.baseline[key] for key in SYSTEM_ACCOUNTS} == {
+                key: self.model.posted[key] for key in SYSTEM_ACCOUNTS
             }
 
     return LedgerMachine

@@ -52,8 +52,10 @@ async def migrate(stack: Stack) -> None:
     await asyncio.to_thread(migrations.upgrade, MIGRATIONS, stack.database_url("wallet"))
 
 
-def as_user(user_id: str, role: str = "CUSTOMER") -> Metadata:
-    return ((USER_ID_HEADER, user_id), (ROLE_HEADER, role))
+def as_user(user_id: str, role: str = "CUSTOMER", key: str | None = None) -> Metadata:
+    """End-user headers as Envoy forwards them, with an Idempotency-Key if `key` is given."""
+    headers = ((USER_ID_HEADER, user_id), (ROLE_HEADER, role))
+    return headers if key is None else (*headers, ("idempotency-key", key))
 
 
 def new_user() -> str:
@@ -85,16 +87,21 @@ def transfer(
     )
 
 
-def reason_of(error: grpc.aio.AioRpcError) -> str:
-    """The google.rpc.ErrorInfo reason of a failed call."""
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The google.rpc.ErrorInfo of a failed call."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None, error
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return str(info.reason)
+            return info
     raise AssertionError(f"no ErrorInfo in {error}")
+
+
+def reason_of(error: grpc.aio.AioRpcError) -> str:
+    """The google.rpc.ErrorInfo reason of a failed call."""
+    return str(error_info(error).reason)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from paymesh_runtime.errors import PaymeshError
@@ -243,3 +243,63 @@ def test_references_are_short_printable_strings(reference: str) -> None:
     with pytest.raises(PaymeshError) as raised:
         ledger.validate_reference(reference)
     assert reason(raised) == "VALIDATION_FAILED"
+
+
+def test_internal_references_may_not_take_the_prefix_of_idempotency_keys() -> None:
+    with pytest.raises(PaymeshError) as raised:
+        ledger.validate_reference("wallet-api:user-1:key")
+    assert reason(raised) == "VALIDATION_FAILED"
+
+
+# --- Idempotency-Key of the public wallet calls -------------------------------------------------
+
+
+def test_an_idempotency_key_is_optional_but_never_malformed() -> None:
+    assert ledger.validate_idempotency_key([]) is None
+    assert ledger.validate_idempotency_key([" order-1 "]) == "order-1"
+    assert ledger.validate_idempotency_key(["k" * 255]) == "k" * 255
+    for values in (["k" * 256], [""], ["  "], ["tab\there"], ["caf\u00e9"], ["one", "two"]):
+        with pytest.raises(PaymeshError) as raised:
+            ledger.validate_idempotency_key(values)
+        assert reason(raised) == "VALIDATION_FAILED"
+        assert raised.value.field == "idempotency-key"
+
+
+@given(
+    st.text(min_size=1, max_size=40),
+    st.text(min_size=1, max_size=40),
+    st.text(min_size=1, max_size=255),
+    st.text(min_size=1, max_size=255),
+)
+@example("a:b", "a", "c", "b:c")
+@example("a%3Ab", "a:b", "c", "c")
+@example("user-1", "user-1", "k", "k")
+def test_idempotency_key_references_are_scoped_to_the_caller_one_to_one(
+    caller_a: str, caller_b: str, key_a: str, key_b: str
+) -> None:
+    a, b = ledger.api_reference(caller_a, key_a), ledger.api_reference(caller_b, key_b)
+    assert a.startswith(ledger.API_REFERENCE_PREFIX)
+    assert (a == b) == ((caller_a, key_a) == (caller_b, key_b))
+
+
+def test_an_idempotency_key_fingerprints_the_method_the_request_and_the_wallet() -> None:
+    wallet = uuid.uuid4()
+    base = ledger.IdempotencyKey.of("user-1", "k", ledger.Operation.FREEZE_WALLET, b"request", wallet)
+    assert base.reference == "wallet-api:user-1:k"
+    assert base == ledger.IdempotencyKey.of("user-1", "k", ledger.Operation.FREEZE_WALLET, b"request", wallet)
+    others = [
+        ledger.IdempotencyKey.of("user-1", "k", ledger.Operation.UNFREEZE_WALLET, b"request", wallet),
+        ledger.IdempotencyKey.of("user-1", "k", ledger.Operation.FREEZE_WALLET, b"other request", wallet),
+        ledger.IdempotencyKey.of("user-1", "k", ledger.Operation.FREEZE_WALLET, b"request", uuid.uuid4()),
+        ledger.IdempotencyKey.of("user-1", "k", ledger.Operation.FREEZE_WALLET, b"request", None),
+    ]
+    assert len({base.fingerprint, *(o.fingerprint for o in others)}) == 1 + len(others)
+    stored = ledger.StoredReference(base.operation, base.fingerprint, None, None, wallet)
+    ledger.check_replay(base.key, stored, base.operation, base.fingerprint)
+    for other in others:
+        with pytest.raises(PaymeshError) as raised:
+            ledger.check_replay(other.key, stored, other.operation, other.fingerprint)
+        assert reason(raised) == "IDEMPOTENCY_KEY_REUSED"
+        assert raised.value.metadata == {"idempotency_key": "k"}  # the caller's key, not the scoped reference
+    with pytest.raises(ValueError, match="reference"):
+        ledger.IdempotencyKey.of("user-1", "k", ledger.Operation.POST_TRANSACTION, b"", None)
