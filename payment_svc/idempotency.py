@@ -31,11 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payment_svc.store import idempotency_keys
 from paymesh_runtime.errors import Aborted, AlreadyExists, InvalidArgument
+from paymesh_runtime.idempotency_key import HEADER, MAX_LENGTH, normalized
 from paymesh_runtime.sql import compiled_once
 
-HEADER = "idempotency-key"
-REPLAYED_HEADER = "idempotent-replayed"
-MAX_KEY_LENGTH = 255
 OK = 0  # grpc.StatusCode.OK's numeric value
 
 
@@ -48,12 +46,12 @@ class Recorded:
 
 
 def validate_key(raw: str | None) -> str:
-    """1 to 255 printable ASCII characters, else IDEMPOTENCY_KEY_REQUIRED."""
-    key = (raw or "").strip()
-    if not key or len(key) > MAX_KEY_LENGTH or not all(" " <= ch <= "~" for ch in key):
+    """The required key (paymesh_runtime.idempotency_key's rules), else IDEMPOTENCY_KEY_REQUIRED."""
+    key = normalized(raw or "")
+    if key is None:
         raise InvalidArgument(
             "IDEMPOTENCY_KEY_REQUIRED",
-            "this method requires an Idempotency-Key header of 1 to 255 printable characters",
+            f"this method requires an Idempotency-Key header of 1 to {MAX_LENGTH} printable characters",
             field=HEADER,
         )
     return key

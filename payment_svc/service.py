@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment_svc import store, views
 from payment_svc.events import PaymentEvents
-from payment_svc.idempotency import HEADER, OK, REPLAYED_HEADER, IdempotencyKeys, Recorded, fingerprint, validate_key
+from payment_svc.idempotency import OK, IdempotencyKeys, Recorded, fingerprint, validate_key
 from payment_svc.ledger import LedgerRefused, LedgerUnavailable
 from payment_svc.processor import Processor, WebhookSignatureInvalid
 from payment_svc.requests import PaymentDraft, parse_id, payment_draft, payout_draft, short_text
@@ -51,6 +51,7 @@ from paymesh_runtime.errors import (
     Unavailable,
     not_found,
 )
+from paymesh_runtime.idempotency_key import HEADER, REPLAYED_HEADER, mark_replayed
 from paymesh_runtime.identity import Context, User, require_user
 from paymesh_runtime.money import Money, positive_money
 
@@ -106,8 +107,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     async def _replay(self, context: Context, recorded: Recorded, message_type: type[M]) -> M:
         """Answers with a recorded response, marked `idempotent-replayed: true`."""
         if recorded.code == OK:
-            await context.send_initial_metadata(((REPLAYED_HEADER, "true"),))
-            context.set_trailing_metadata(((REPLAYED_HEADER, "true"),))
+            await mark_replayed(context)
             return message_type.FromString(recorded.body)
         status = rpc_status.to_status(status_pb2.Status.FromString(recorded.body))
         trailing = (*status.trailing_metadata, (REPLAYED_HEADER, "true"))
