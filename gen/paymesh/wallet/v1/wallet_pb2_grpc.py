@@ -150,7 +150,9 @@ class WalletServiceServicer:
     """
 
     def CreateWallet(self, request, context):
-        """CreateWallet opens a wallet for the caller in a currency.
+        """CreateWallet opens a wallet for the caller in a currency. With an
+        Idempotency-Key header, a retry answers the same wallet (marked
+        idempotent-replayed) instead of WALLET_ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,14 +181,16 @@ class WalletServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FreezeWallet(self, request, context):
-        """FreezeWallet stops every debit and hold on a wallet. Admin only.
+        """FreezeWallet stops every debit and hold on a wallet. Admin only. With an
+        Idempotency-Key header a delayed retry changes nothing a second time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnfreezeWallet(self, request, context):
-        """UnfreezeWallet makes a frozen wallet active again. Admin only.
+        """UnfreezeWallet makes a frozen wallet active again. Admin only. Takes an
+        optional Idempotency-Key header like FreezeWallet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -194,7 +198,8 @@ class WalletServiceServicer:
 
     def CloseWallet(self, request, context):
         """CloseWallet closes a wallet whose balance is zero and that has no open
-        hold. Owner or admin. A closed wallet accepts no posting.
+        hold. Owner or admin. A closed wallet accepts no posting. Takes an
+        optional Idempotency-Key header like FreezeWallet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
