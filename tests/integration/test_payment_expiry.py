@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from devstack.stack import Stack
@@ -55,3 +56,8 @@ async def test_an_uncaptured_card_authorization_expires_and_is_voided(mesh: Mesh
     final = await mesh.wait_final(payment.payment_id, alice, within=60)
     assert final.state == P.CANCELED
     assert await mesh.balance(a, alice) == (0, 0)
+    # The processor's own books: the authorization (found by the saga's idempotency key) was voided.
+    url = f"http://127.0.0.1:{mesh.stack.ports.processor}/v1/authorizations"
+    async with httpx.AsyncClient(timeout=5) as http:
+        found = (await http.get(url, params={"idempotency_key": f"{payment.payment_id}:authorize"})).json()["data"]
+    assert [auth["status"] for auth in found] == ["voided"]
