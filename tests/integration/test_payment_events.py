@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from devstack.stack import Stack
 from paymesh.events.v1 import events_pb2
+from paymesh.payment.v1 import payment_pb2
 from paymesh_runtime.kafka import TOPIC_PAYMENTS
 from paymesh_runtime.outbox import CONTENT_TYPE
 from tests.integration.payment_support import Mesh, PaymentProcess, start_dependencies
@@ -100,18 +101,30 @@ async def test_events_written_while_kafka_is_down_all_arrive_in_order_once_it_is
         assert events[-1].payment_changed.previous_state == events[-1].payment_changed.payment.PROCESSING
 
 
-async def test_kcat_reads_a_payment_event_as_the_documented_protobuf_envelope(mesh: Mesh, infra: Stack) -> None:
+async def _published_card_deposit(mesh: Mesh, infra: Stack, amount: int) -> payment_pb2.Payment:
+    """A card deposit whose three events are on Kafka already."""
     alice = f"alice-{uuid.uuid4().hex[:8]}"
     a = await mesh.wallet(alice)
-    payment = await mesh.pay(alice, f"kcat-{uuid.uuid4().hex[:6]}", card="tok_visa", destination=a, amount=250)
+    payment = await mesh.pay(alice, f"kcat-{uuid.uuid4().hex[:6]}", card="tok_visa", destination=a, amount=amount)
     await consume(infra.kafka_bootstrap, {payment.payment_id}, expected=3)
+    return payment
+
+
+async def _kcat(infra: Stack, record_format: str) -> bytes:
+    """The payment topic from the beginning, each record printed by the real kcat in `record_format`."""
     kcat = await asyncio.create_subprocess_exec(
         *["kcat", "-C", "-b", infra.kafka_bootstrap, "-t", TOPIC_PAYMENTS, "-o", "beginning", "-e", "-q"],
-        *["-f", "%R%s"],  # 4-byte big-endian length, then the raw value: binary-safe framing
+        *["-f", record_format],
         stdout=asyncio.subprocess.PIPE,
     )
-    raw, _ = await asyncio.wait_for(kcat.communicate(), timeout=60)
+    out, _ = await asyncio.wait_for(kcat.communicate(), timeout=60)
     assert kcat.returncode == 0
+    return out
+
+
+async def test_kcat_reads_a_payment_event_as_the_documented_protobuf_envelope(mesh: Mesh, infra: Stack) -> None:
+    payment = await _published_card_deposit(mesh, infra, 250)
+    raw = await _kcat(infra, "%R%s")  # 4-byte big-endian length, then the raw value: binary-safe framing
     events = []
     while raw:
         (length,) = struct.unpack(">i", raw[:4])
@@ -129,22 +142,10 @@ async def test_kcat_reads_a_payment_event_as_the_documented_protobuf_envelope(me
 
 
 async def test_kcat_sees_the_payment_id_as_key_and_trace_and_content_type_headers(mesh: Mesh, infra: Stack) -> None:
-    alice = f"alice-{uuid.uuid4().hex[:8]}"
-    a = await mesh.wallet(alice)
-    payment = await mesh.pay(alice, f"kcat-{uuid.uuid4().hex[:6]}", card="tok_visa", destination=a, amount=120)
-    await consume(infra.kafka_bootstrap, {payment.payment_id}, expected=3)
-    kcat = await asyncio.create_subprocess_exec(
-        *["kcat", "-C", "-b", infra.kafka_bootstrap, "-t", TOPIC_PAYMENTS, "-o", "beginning", "-e", "-q"],
-        *["-f", "%k\t%h\n"],  # the key, then the headers as name=value,name=value
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await asyncio.wait_for(kcat.communicate(), timeout=60)
-    assert kcat.returncode == 0
-    mine = [
-        line.split("\t", 1)[1]
-        for line in out.decode(errors="replace").splitlines()
-        if line.startswith(payment.payment_id + "\t")
-    ]
+    payment = await _published_card_deposit(mesh, infra, 120)
+    out = await _kcat(infra, "%k\t%h\n")  # the key, then the headers as name=value,name=value
+    lines = out.decode(errors="replace").splitlines()
+    mine = [line.split("\t", 1)[1] for line in lines if line.startswith(payment.payment_id + "\t")]
     assert len(mine) >= 3  # created, processing, succeeded: keyed by the payment id
     for headers in mine:
         assert "content-type=application/x-protobuf; proto=paymesh.events.v1.Event" in headers
