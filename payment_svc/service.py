@@ -285,8 +285,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
             recorded = await self._keys.reserve(conn, user.user_id, key, "CreatePayout", print_, payout_id)
             if recorded is None:
                 values = {**draft, "payout_id": payout_id, "owner_id": user.user_id, "state": "PENDING"}
-                row = await store.insert_resource(conn, "payout", {**values, **self._saga.lease_values()})
-                await store.record_transition(conn, "payout", payout_id, "", "PENDING", "created")
+                row, _ = await store.insert_resource(conn, "payout", {**values, **self._saga.lease_values()})
                 await self._events.payout_changed(conn, views.payout(row), created=True)
         if recorded is not None:
             return await self._replay(context, recorded, payment_pb2.Payout)

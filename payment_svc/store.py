@@ -51,6 +51,8 @@ _TS = DateTime(timezone=True)
 
 def _work_columns() -> list[Column[Any]]:
     return [
+        # Why the resource entered its current state; a trigger copies it into `transitions`.
+        Column("state_reason", String, nullable=False, server_default=""),
         Column("lease_owner", String),
         Column("lease_expires_at", _TS),
         Column("next_attempt_at", _TS, nullable=False, server_default=func.now()),
@@ -188,6 +190,16 @@ WORKED: dict[str, tuple[Table, Column[Any]]] = {
 AnyRow = Row[Any]
 
 
+@dataclass(frozen=True)
+class Transition:
+    """A state change as `transitions` holds it (the trigger of migration 0005 writes the row)."""
+
+    from_state: str
+    to_state: str
+    reason: str
+    time: datetime
+
+
 # --- reads ----------------------------------------------------------------------------
 
 
@@ -201,8 +213,9 @@ async def get_row(
     return (await conn.execute(query)).first()
 
 
-async def transitions_of(conn: AsyncConnection, resource_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[AnyRow]]:
-    found: dict[uuid.UUID, list[AnyRow]] = {rid: [] for rid in resource_ids}
+async def transitions_of(conn: AsyncConnection, resource_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Transition]]:
+    """Each resource's transitions, oldest first."""
+    found: dict[uuid.UUID, list[Transition]] = {rid: [] for rid in resource_ids}
     if not resource_ids:
         return found
     t = transitions
@@ -210,7 +223,7 @@ async def transitions_of(conn: AsyncConnection, resource_ids: Sequence[uuid.UUID
         select(t).where(t.c.resource_id.in_(list(resource_ids))).order_by(t.c.resource_id, t.c.transition_id)
     )
     for row in rows:
-        found[row.resource_id].append(row)
+        found[row.resource_id].append(Transition(row.from_state, row.to_state, row.reason, row.time))
     return found
 
 
@@ -269,21 +282,11 @@ async def store_processor_outcome(
 # --- writes ---------------------------------------------------------------------------
 
 
-async def insert_resource(conn: AsyncConnection, kind: str, values: dict[str, Any]) -> AnyRow:
+async def insert_resource(conn: AsyncConnection, kind: str, values: dict[str, Any]) -> tuple[AnyRow, Transition]:
+    """Inserts a payment, refund or payout; returns its row and its first transition (from '', "created")."""
     table, _ = WORKED[kind]
-    return (await conn.execute(table.insert().values(**values).returning(table))).one()
-
-
-async def record_transition(
-    conn: AsyncConnection, kind: str, resource_id: uuid.UUID, from_state: str, to_state: str, reason: str
-) -> AnyRow:
-    """Appends a transition to the resource's history; returns the transition row."""
-    statement = (
-        transitions.insert()
-        .values(resource_type=kind, resource_id=resource_id, from_state=from_state, to_state=to_state, reason=reason)
-        .returning(transitions)
-    )
-    return (await conn.execute(statement)).one()
+    row = (await conn.execute(table.insert().values(state_reason="created", **values).returning(table))).one()
+    return row, Transition("", row.state, row.state_reason, row.create_time)
 
 
 async def move(
@@ -296,21 +299,21 @@ async def move(
     to_state: str,
     reason: str,
     values: dict[str, Any] | None = None,
-) -> tuple[AnyRow, AnyRow] | None:
-    """Moves a leased resource from `from_state` to another state; returns (its row, the transition row),
-    or None if the state or the lease moved on."""
+) -> tuple[AnyRow, Transition] | None:
+    """Moves a leased resource from `from_state` to another state; returns (its row, the transition),
+    or None if the state or the lease moved on. The database records the transition itself."""
     table, id_column = WORKED[kind]
     row = (
         await conn.execute(
             table.update()
             .where(id_column == resource_id, table.c.state == from_state, table.c.lease_owner == owner)
-            .values(state=to_state, update_time=func.now(), **(values or {}))
+            .values(state=to_state, state_reason=reason, update_time=func.now(), **(values or {}))
             .returning(table)
         )
     ).first()
     if row is None:
         return None
-    return row, await record_transition(conn, kind, resource_id, from_state, to_state, reason)
+    return row, Transition(from_state, to_state, reason, row.update_time)
 
 
 async def update_leased(

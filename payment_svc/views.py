@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from payment_svc.store import AnyRow
+from payment_svc.store import AnyRow, Transition
 from paymesh.common.v1 import money_pb2
 from paymesh.payment.v1 import payment_pb2
 from paymesh_runtime.wire import timestamp
@@ -14,7 +14,7 @@ def money(currency: str, amount: int) -> money_pb2.Money:
     return money_pb2.Money(currency=currency, amount=amount)
 
 
-def payment(row: AnyRow, transitions: Sequence[AnyRow]) -> payment_pb2.Payment:
+def payment(row: AnyRow, transitions: Sequence[Transition]) -> payment_pb2.Payment:
     source = (
         payment_pb2.PaymentSource(wallet_id=row.source_wallet_id)
         if row.source_wallet_id is not None

@@ -47,7 +47,7 @@ class PaymentRecord:
     """A payment as this replica last committed (or read) it."""
 
     row: AnyRow
-    transitions: tuple[AnyRow, ...]
+    transitions: tuple[store.Transition, ...]
     # The step recorded STARTED, with the lease renewed, in that same commit: its call may go at once.
     started: str | None = None
     # The payment rests and that commit gave the lease back.
@@ -87,8 +87,7 @@ class PaymentLog:
 
     async def create(self, conn: AsyncConnection, values: dict[str, Any]) -> PaymentRecord:
         """Inserts a PENDING payment leased to this replica, its event, and its first step STARTED."""
-        row = await store.insert_resource(conn, "payment", values | self._steps.lease_values())
-        created = await store.record_transition(conn, "payment", row.payment_id, "", PaymentState.PENDING, "created")
+        row, created = await store.insert_resource(conn, "payment", values | self._steps.lease_values())
         record = PaymentRecord(row, (created,))
         await self._events.payment_changed(conn, record.message(), "")
         step = first_step(row)

@@ -59,7 +59,7 @@ class RefundFlow:
         amount = refund_amount(Money(p.currency, p.amount_captured), p.refund_reserved, requested)
         if not await store.reserve_refund(conn, payment_id, amount.amount):
             raise refund_amount(Money(p.currency, 0), 0, amount)  # type: ignore[misc]  # unreachable under the lock
-        row = await store.insert_resource(
+        row, _ = await store.insert_resource(
             conn,
             "refund",
             {
@@ -73,7 +73,6 @@ class RefundFlow:
                 **lease_values,
             },
         )
-        await store.record_transition(conn, "refund", refund_id, "", RefundState.PENDING, "created")
         await self._events.refund_changed(
             conn, views.refund(row), payer_id=p.payer_id, payee_id=p.payee_id, created=True
         )

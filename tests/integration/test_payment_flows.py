@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import grpc
 import httpx
 import pytest
@@ -406,3 +407,24 @@ async def test_payouts_replay_refuse_another_body_and_refuse_a_key_still_in_use(
     )
     posted, held = await mesh.balance(b, bob)
     assert (posted, held) in ((1000, 300), (700, 0))  # one payout of 300, held or paid
+
+
+async def test_the_database_records_every_state_change_with_its_reason_even_one_made_by_hand(mesh: Mesh) -> None:
+    alice, bob = name("alice"), name("bob")
+    a, b = await mesh.wallet(alice, 100), await mesh.wallet(bob)
+    payment = await mesh.pay(alice, name("key"), source_wallet=a, destination=b, amount=40, manual=True)
+    conn = await asyncpg.connect(mesh.stack.database_url("payment", driver=""))
+    try:  # a change that bypasses payment_svc still leaves its transition (trigger of migration 0005)
+        await conn.execute(
+            "UPDATE payments SET state = 'CANCELED', state_reason = 'by hand' WHERE payment_id = $1",
+            uuid.UUID(payment.payment_id),
+        )
+    finally:
+        await conn.close()
+    found = await mesh.get(payment.payment_id, alice)
+    assert [(t.from_state, t.to_state, t.reason) for t in found.transitions] == [
+        ("", "PENDING", "created"),
+        ("PENDING", "REQUIRES_CAPTURE", "funds_held"),
+        ("REQUIRES_CAPTURE", "CANCELED", "by hand"),
+    ]
+    assert found.transitions[-1].time.ToDatetime() >= found.transitions[-2].time.ToDatetime()
