@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from devstack.stack import Stack
 
 T = TypeVar("T")
 
@@ -28,3 +33,17 @@ def poll_until(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.2
         if time.monotonic() >= deadline:
             raise AssertionError(f"not true after {timeout:.1f}s; last result: {last!r}")
         time.sleep(interval)
+
+
+def auth_command(stack: Stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m auth_svc <args>` (e.g. create-admin, rotate-keys) with the stack's auth environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "auth_svc", *args],
+        input=stdin,
+        env={**os.environ, **stack.env("auth")},
+        cwd=stack.component("auth").ctx.repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -15,9 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -39,7 +37,7 @@ from devstack import envoy_config
 from devstack.stack import Stack
 from paymesh.events.v1 import events_pb2
 from paymesh_runtime.kafka import TOPIC_USERS
-from tests.helpers import poll_until
+from tests.helpers import auth_command, poll_until
 
 pytestmark = pytest.mark.e2e
 
@@ -82,16 +80,7 @@ class Edge:
 
     def auth_command(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """`python -m auth_svc <args>` with the test stack's auth environment."""
-        return subprocess.run(
-            [sys.executable, "-m", "auth_svc", *args],
-            input=stdin,
-            env={**os.environ, **self.stack.env("auth")},
-            cwd=self.stack.component("auth").ctx.repo,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return auth_command(self.stack, *args, stdin=stdin)
 
 
 @pytest.fixture(scope="module")

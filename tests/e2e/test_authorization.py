@@ -5,9 +5,6 @@ endpoints, and internal methods are not reachable."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +13,7 @@ import httpx
 import pytest
 
 from devstack.stack import Stack
-from tests.helpers import poll_until
+from tests.helpers import auth_command, poll_until
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct-horse-battery"
@@ -58,16 +55,7 @@ class Edge:
     def admin(self) -> Person:
         """An ADMIN account, made the only way there is: `python -m auth_svc create-admin`."""
         email = f"authz-admin-{uuid.uuid4().hex[:10]}@example.com"
-        created = subprocess.run(
-            [sys.executable, "-m", "auth_svc", "create-admin", "--email", email],
-            input=PASSWORD + "\n",
-            env={**os.environ, **self.stack.env("auth")},
-            cwd=self.stack.component("auth").ctx.repo,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        created = auth_command(self.stack, "create-admin", "--email", email, stdin=PASSWORD + "\n")
         assert created.returncode == 0, created.stderr
         login = self.call("POST", "/v1/auth/login", None, {"email": email, "password": PASSWORD})
         assert login.status_code == 200, login.text
