@@ -37,9 +37,19 @@ class ProcessorResult:
 
 
 class ProcessorError(Exception):
-    """The call did not produce a definitive answer."""
+    """The call did not produce a definitive answer.
+
+    `may_have_acted`: the request may have reached the processor and taken
+    effect there (no answer in time, a connection lost after sending, a 5xx
+    answer). Such an outcome is unknown: it is resolved by asking the
+    processor again with the same key, never assumed to have failed.
+    `counts_against_breaker`: the error says the processor is unhealthy (the
+    circuit breaker counts it); a busy key or a refused request does not.
+    """
 
     retryable: bool = True
+    may_have_acted: bool = True
+    counts_against_breaker: bool = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -47,17 +57,48 @@ class ProcessorError(Exception):
 
 
 class ProcessorTimeout(ProcessorError):
-    """No answer in time: the operation may or may not have happened. Retry with the same key."""
+    """No answer in time, or the connection was lost after sending: the operation may or may not
+    have happened. Ask again with the same key."""
+
+
+class ProcessorBusy(ProcessorTimeout):
+    """The processor is still working on an earlier request with this key (HTTP 409): the outcome
+    is not known yet, but the processor itself is healthy."""
+
+    counts_against_breaker = False
 
 
 class ProcessorUnavailable(ProcessorError):
-    """The processor is down, or its circuit breaker is open; fail fast."""
+    """The processor is down, overloaded, or its circuit breaker is open; fail fast.
+
+    Without `may_have_acted` (refused connection, breaker open, 429) nothing
+    reached the processor. A 5xx answer is unavailable *and* may have acted:
+    the processor may have done the work before failing to answer.
+    """
+
+    may_have_acted = False
+
+    def __init__(self, message: str, *, may_have_acted: bool = False) -> None:
+        super().__init__(message)
+        self.may_have_acted = may_have_acted
 
 
 class ProcessorRejected(ProcessorError):
     """The processor refused the request itself (a bug on our side, e.g. a bad token format)."""
 
     retryable = False
+    may_have_acted = False
+    counts_against_breaker = False
+
+
+class Operation(enum.StrEnum):
+    """The processor operations, as `Processor.find` looks one up."""
+
+    AUTHORIZE = "authorize"
+    CAPTURE = "capture"
+    VOID = "void"
+    REFUND = "refund"
+    PAYOUT = "payout"
 
 
 @dataclass(frozen=True)
@@ -73,6 +114,9 @@ class WebhookEvent:
     object_kind: str
     decline_code: str = ""
     data: Mapping[str, str] = field(default_factory=dict)
+    # The idempotency key the object was created with (paymesh's step reference), when the processor
+    # reports it: finds the payout or refund even before its processor_ref was stored.
+    reference: str = ""
 
 
 class WebhookSignatureInvalid(Exception):
@@ -102,6 +146,18 @@ class Processor(Protocol):
 
     async def payout(self, *, idempotency_key: str, bank_account_token: str, amount: Money) -> ProcessorResult:
         """Sends money to a bank account; usually PENDING, settled by a webhook."""
+        ...
+
+    async def find(
+        self, operation: Operation, *, idempotency_key: str, authorization_ref: str = ""
+    ) -> ProcessorResult | None:
+        """Asks, without repeating it, what the call of `operation` made with `idempotency_key` did.
+
+        The result describes the object as it is now (a payout found paid is
+        SUCCEEDED); None means the processor shows no effect of that call, yet.
+        Capture and void are looked up on their authorization
+        (`authorization_ref`); the others by the key they were created with.
+        """
         ...
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:

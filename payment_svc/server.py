@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from payment_svc import store
+from payment_svc.commands import COMMANDS
 from payment_svc.events import PaymentEvents
 from payment_svc.idempotency import IdempotencyKeys
 from payment_svc.ledger import Ledger
@@ -39,6 +40,7 @@ def saga_config(settings: PaymentSettings) -> SagaConfig:
         payout_hold_ttl_seconds=settings.payout_hold_ttl_seconds,
         retry_backoff=timedelta(seconds=settings.retry_backoff_seconds),
         max_retry_backoff=timedelta(seconds=settings.max_retry_backoff_seconds),
+        processor_poll=timedelta(seconds=settings.processor_poll_seconds),
         crash_after_step=settings.crash_after_step,
     )
 
@@ -80,4 +82,4 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
 
 
 def main() -> None:
-    app.main(NAME, PaymentSettings, build, Path(__file__).parent / "migrations")
+    app.main(NAME, PaymentSettings, build, Path(__file__).parent / "migrations", commands=COMMANDS)

@@ -41,6 +41,12 @@ class PaymentSettings(ServiceSettings):
     processor_breaker_open_seconds: float = Field(
         30.0, ge=0, description="How long an open breaker fails fast before letting a probe call through."
     )
+    processor_poll_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How long a payout PROCESSING or a card refund pending at the processor waits for its webhook "
+        "before payment_svc asks the processor itself, and the interval of later polls.",
+    )
     stripe_api_key: SecretStr = Field(SecretStr(""), description="Stripe secret key (processor=stripe).")
     stripe_api_base: str = Field("https://api.stripe.com", description="Stripe API base URL (stripe-mock in tests).")
     stripe_webhook_secret: SecretStr = Field(

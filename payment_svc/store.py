@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Integer,
@@ -150,6 +151,8 @@ saga_steps = Table(
     Column("attempts", Integer, nullable=False, server_default="1"),
     # The replica (lease owner) that last started the step.
     Column("worker", String, nullable=False, server_default=""),
+    # The call may have acted at the processor without paymesh learning the result (migration 0006).
+    Column("outcome_unknown", Boolean, nullable=False, server_default="false"),
     Column("started_at", _TS, nullable=False, server_default=func.now()),
     Column("updated_at", _TS, nullable=False, server_default=func.now()),
 )
@@ -250,29 +253,40 @@ async def list_refunds(
     return list((await conn.execute(query)).all())
 
 
-async def payout_by_processor_ref(conn: AsyncConnection, processor_ref: str) -> AnyRow | None:
-    return (await conn.execute(select(payouts).where(payouts.c.processor_ref == processor_ref))).first()
+async def by_processor_ref(conn: AsyncConnection, kind: str, processor_ref: str) -> AnyRow | None:
+    """The refund or payout the processor knows as `processor_ref`."""
+    table, _ = WORKED[kind]
+    return (await conn.execute(select(table).where(table.c.processor_ref == processor_ref))).first()
 
 
-async def refund_by_processor_ref(conn: AsyncConnection, processor_ref: str) -> AnyRow | None:
-    return (await conn.execute(select(refunds).where(refunds.c.processor_ref == processor_ref))).first()
+async def by_step_reference(conn: AsyncConnection, kind: str, reference: str) -> AnyRow | None:
+    """The refund or payout whose saga step made the processor call with idempotency key `reference`."""
+    table, id_column = WORKED[kind]
+    step = select(saga_steps.c.resource_id).where(saga_steps.c.reference == reference).scalar_subquery()
+    return (await conn.execute(select(table).where(id_column == step))).first()
 
 
 async def store_processor_outcome(
-    conn: AsyncConnection, kind: str, resource_id: uuid.UUID, outcome: str, decline_code: str
+    conn: AsyncConnection, kind: str, resource_id: uuid.UUID, outcome: str, decline_code: str, processor_ref: str
 ) -> bool:
-    """Records a final outcome the processor reported by webhook, once; True if this call stored it.
+    """Records a final outcome the processor reported (webhook or poll), once; True if this call stored it.
 
-    Only where none is stored yet (a payout) or the refund waits for it; the
-    resource is due for the recovery worker at once.
+    Only where none is stored yet or the refund waits for it; the processor's
+    reference is kept if paymesh never learned it (the call's answer was
+    lost). The resource is due for the recovery worker at once.
     """
     table, id_column = WORKED[kind]
-    waiting = table.c.processor_outcome.is_(None) if kind == "payout" else table.c.processor_outcome == "PENDING"
+    waiting = or_(table.c.processor_outcome.is_(None), table.c.processor_outcome == "PENDING")
     row = (
         await conn.execute(
             table.update()
             .where(id_column == resource_id, waiting)
-            .values(processor_outcome=outcome, processor_decline_code=decline_code, next_attempt_at=func.now())
+            .values(
+                processor_outcome=outcome,
+                processor_decline_code=decline_code,
+                processor_ref=func.coalesce(table.c.processor_ref, processor_ref or None),
+                next_attempt_at=func.now(),
+            )
             .returning(id_column)
         )
     ).first()
@@ -367,14 +381,14 @@ async def release(
 
 
 def _needs_work(kind: str) -> Any:
+    """Unfinished; due at next_attempt_at. A payout PROCESSING or a refund the processor is settling
+    waits for its webhook until then, and is polled when it has not come."""
     if kind == "payment":
         p = payments
         return or_(p.c.state.in_(["PENDING", "PROCESSING"]), p.c.requested_action.is_not(None))
     if kind == "refund":
-        # A refund the processor is still settling waits for its webhook, not for the recovery worker.
-        return and_(refunds.c.state == "PENDING", refunds.c.processor_outcome.is_distinct_from("PENDING"))
-    o = payouts
-    return or_(o.c.state == "PENDING", and_(o.c.state == "PROCESSING", o.c.processor_outcome.is_not(None)))
+        return refunds.c.state == "PENDING"
+    return payouts.c.state.in_(["PENDING", "PROCESSING"])
 
 
 def _awaiting_processor(kind: str) -> Any:
@@ -475,18 +489,74 @@ def _start_step_statement() -> Any:
     return compiled_once(
         statement.on_conflict_do_update(
             index_elements=[s.c.resource_id, s.c.step],
-            set_={"attempts": s.c.attempts + 1, "worker": statement.excluded.worker, "updated_at": func.now()},
-        )
+            set_={
+                "attempts": s.c.attempts + 1,
+                "worker": statement.excluded.worker,
+                "updated_at": func.now(),
+                # Still STARTED: an earlier attempt's call may have acted without its result being stored.
+                "outcome_unknown": or_(s.c.outcome_unknown, s.c.status == "STARTED"),
+            },
+        ).returning(s.c.outcome_unknown)
     )
 
 
 _START_STEP = _start_step_statement()
 
 
-async def start_step(conn: AsyncConnection, resource_id: uuid.UUID, step: str, reference: str, worker: str) -> None:
-    """Records that `worker` is about to make a step's external call (again)."""
+async def start_step(conn: AsyncConnection, resource_id: uuid.UUID, step: str, reference: str, worker: str) -> bool:
+    """Records that `worker` is about to make a step's external call (again); True if an earlier
+    attempt of the step may have acted without its result being known."""
     params = {"resource_id": resource_id, "step": step, "reference": reference, "worker": worker}
-    await conn.execute(_START_STEP, params)
+    return bool((await conn.execute(_START_STEP, params)).scalar_one())
+
+
+@dataclass(frozen=True)
+class UnresolvedStep:
+    """A processor step whose outcome is unknown, on a resource that is not finished."""
+
+    kind: str
+    resource_id: uuid.UUID
+    state: str
+    step: str
+    reference: str
+    attempts: int
+    started_at: datetime
+
+
+async def unresolved_steps(conn: AsyncConnection) -> list[UnresolvedStep]:
+    s = saga_steps
+    found: list[UnresolvedStep] = []
+    for kind, (table, id_column) in WORKED.items():
+        rows = await conn.execute(
+            select(table.c.state, s)
+            .join(table, id_column == s.c.resource_id)
+            .where(
+                s.c.outcome_unknown, s.c.status == "STARTED", table.c.state.not_in(["SUCCEEDED", "FAILED", "CANCELED"])
+            )
+            .order_by(s.c.started_at)
+        )
+        found += [
+            UnresolvedStep(kind, row.resource_id, row.state, row.step, row.reference, row.attempts, row.started_at)
+            for row in rows
+        ]
+    return found
+
+
+async def close_started_step(
+    conn: AsyncConnection, resource_id: uuid.UUID, step: str, status: str, result_ref: str
+) -> None:
+    """Closes a step still STARTED with an outcome learned another way (the processor's webhook or a poll)."""
+    s = saga_steps
+    await conn.execute(
+        s.update()
+        .where(s.c.resource_id == resource_id, s.c.step == step, s.c.status == "STARTED")
+        .values(status=status, result_ref=result_ref, detail="reported by the processor", updated_at=func.now())
+    )
+
+
+async def mark_outcome_unknown(conn: AsyncConnection, resource_id: uuid.UUID, step: str) -> None:
+    s = saga_steps
+    await conn.execute(s.update().where(s.c.resource_id == resource_id, s.c.step == step).values(outcome_unknown=True))
 
 
 async def finish_step(

@@ -7,10 +7,14 @@ adapter (signature and timestamp), its id is recorded in the same
 transaction that stores the outcome on the payout or refund (a redelivery
 finds the id and changes nothing), and the saga then settles the resource:
 capture or release the payout's hold; finish the refund, or reverse the
-payee's debit when the card refund failed. An event for a resource not known
-yet answers NOT_FOUND without recording the id, so the processor's retry
-delivers it again later. Events about other objects are recorded and
-acknowledged.
+payee's debit when the card refund failed.
+
+The resource is found by the processor's reference, or, when paymesh never
+learned that reference (the call's answer was lost: its outcome is unknown),
+by the idempotency key the object was created with, which is the saga step's
+reference. An event for a resource not known at all answers NOT_FOUND without
+recording the id, so the processor's retry delivers it again later. Events
+about other objects are recorded and acknowledged.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from payment_svc.processor import Outcome, Processor, WebhookEvent
 from payment_svc.saga import Saga
 from paymesh_runtime.errors import not_found
 
-# Object kinds whose final outcome a webhook settles, with their lookup by processor reference.
-_SETTLED_BY_WEBHOOK = {"payout": store.payout_by_processor_ref, "refund": store.refund_by_processor_ref}
+# Object kinds whose final outcome a webhook settles.
+_SETTLED_BY_WEBHOOK = ("payout", "refund")
 
 
 class WebhookHandler:
@@ -49,7 +53,9 @@ class WebhookHandler:
         kind = event.object_kind
         settled = None
         async with self._engine.begin() as conn:
-            resource = await _SETTLED_BY_WEBHOOK[kind](conn, event.processor_ref)
+            resource = await store.by_processor_ref(conn, kind, event.processor_ref)
+            if resource is None and event.reference:
+                resource = await store.by_step_reference(conn, kind, event.reference)
             if resource is None:
                 raise not_found(kind, event.processor_ref)
             fresh = await store.record_webhook_event(
@@ -59,7 +65,7 @@ class WebhookHandler:
             resource_id = resource.payout_id if kind == "payout" else resource.refund_id
             if fresh and final:
                 stored = await store.store_processor_outcome(
-                    conn, kind, resource_id, event.outcome.value, event.decline_code
+                    conn, kind, resource_id, event.outcome.value, event.decline_code, event.processor_ref
                 )
                 settled = resource_id if stored else None
         if settled is not None:

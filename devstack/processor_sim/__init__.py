@@ -17,7 +17,7 @@ second effect; the same key with another body or path is 409
     POST /v1/payouts                      {bank_account_token, amount, currency}  -> pending, then a webhook
     GET  /v1/{authorizations|refunds|payouts|events}[/{id}]   lists take ?idempotency_key=
     GET  /healthz
-    GET|POST /_sim/config                 latency, failure rate, lost responses (tests tune it at run time)
+    GET|POST /_sim/config                 faults: latency, 5xx, lost responses, dropped webhooks (tests set them)
 
 Tokens choose the outcome like Stripe's test cards (see ``tokens``). A decline
 is HTTP 402 ``card_error`` with a ``decline_code`` and the declined object's

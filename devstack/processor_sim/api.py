@@ -37,6 +37,8 @@ class Faults:
     lost_response_rate: float = 0.0  # share of POSTs that take effect, then drop the connection
     fail_next: int = 0  # the next N POSTs fail like failure_rate
     lose_next: int = 0  # the next N POSTs lose their response like lost_response_rate
+    webhook_drop_rate: float = 0.0  # share of settlement webhooks never delivered (the outcome only by polling)
+    drop_next_webhooks: int = 0  # the next N settlement webhooks are never delivered
     hang_seconds: float = 30.0  # how long *_timeout tokens hang
     payout_settle_seconds: float = 1.0  # pending payout → paid/failed (and its webhook)
     refund_settle_seconds: float = 1.0  # pending refund (tok_refundPending, tok_refundFail) → succeeded/failed
@@ -197,6 +199,9 @@ class Simulator:
         """A signed webhook reports the settled payout or refund (`payout.paid`, `refund.failed`...)."""
         event = self.ledger.record_event(f"{settled['object']}.{settled['status']}", settled)
         log.info("%s %s settled: %s (event %s)", settled["object"], settled["id"], settled["status"], event["id"])
+        if self._draw("drop_next_webhooks", self.faults.webhook_drop_rate):
+            log.info("fault: event %s is never delivered", event["id"])
+            return
         self.sender.send(event)
 
     # --- reads and config ---------------------------------------------------------

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from payment_svc.processor import (
+    Operation,
     ProcessorClient,
     ProcessorError,
     ProcessorResult,
@@ -224,18 +225,19 @@ async def call_resiliently(
     """Runs `operation` through the breaker, retrying retryable ProcessorErrors.
 
     `operation` must be idempotent (it carries the same idempotency key every
-    time). A retryable failure counts against the breaker; a non-retryable
-    one (a rejected request) means the processor answered, so it counts as a
-    success for the breaker and is raised at once.
+    time). The breaker measures the processor's health, not one request's:
+    only errors that say the processor is unwell count as failures (timeouts,
+    5xx, refused connections); an answer that refuses the request or says an
+    earlier request with the key is still running counts as a success.
 
-    Once an attempt timed out, the operation may have taken effect at the
-    processor: if the later attempts end unavailable (down, or the breaker
-    opened) instead of answering, the outcome is still unknown, so the call
-    fails with ProcessorTimeout rather than ProcessorUnavailable ("nothing
+    Once an attempt may have acted at the processor (it timed out, lost its
+    connection or got a 5xx), the outcome stays unknown: if the later attempts
+    end unavailable (down, or the breaker opened) instead of answering, the
+    call fails with ProcessorTimeout rather than ProcessorUnavailable ("nothing
     happened"), and the caller asks again later with the same key.
     """
     attempt = 0
-    timed_out: ProcessorTimeout | None = None
+    acted: ProcessorError | None = None
     while True:
         attempt += 1
         try:
@@ -243,7 +245,7 @@ async def call_resiliently(
             try:
                 result = await operation()
             except ProcessorError as error:
-                if error.retryable:
+                if error.counts_against_breaker:
                     breaker.record_failure()
                 else:
                     breaker.record_success()
@@ -252,11 +254,11 @@ async def call_resiliently(
                 breaker.release()  # cancelled or a bug: says nothing about the processor
                 raise
         except ProcessorError as error:
-            if isinstance(error, ProcessorTimeout):
-                timed_out = error
+            if error.may_have_acted:
+                acted = error
             if not policy.should_retry(error, attempt):
-                if timed_out is not None and isinstance(error, ProcessorUnavailable):
-                    raise ProcessorTimeout(f"{timed_out.message}; then: {error.message}") from error
+                if acted is not None and not error.may_have_acted:
+                    raise ProcessorTimeout(f"{acted.message}; then: {error.message}") from error
                 raise
             await sleep(policy.backoff(attempt, random))
             continue
@@ -287,7 +289,7 @@ class ResilientProcessor:
         self._sleep = sleep
         self._random = random
 
-    async def _call(self, operation: Callable[[], Awaitable[ProcessorResult]]) -> ProcessorResult:
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         return await call_resiliently(
             operation, breaker=self.breaker, policy=self.policy, sleep=self._sleep, random=self._random
         )
@@ -321,6 +323,14 @@ class ResilientProcessor:
             lambda: self.inner.payout(
                 idempotency_key=idempotency_key, bank_account_token=bank_account_token, amount=amount
             )
+        )
+
+    async def find(
+        self, operation: Operation, *, idempotency_key: str, authorization_ref: str = ""
+    ) -> ProcessorResult | None:
+        # A read, but of the same processor: the breaker fails it fast while the processor is unwell.
+        return await self._call(
+            lambda: self.inner.find(operation, idempotency_key=idempotency_key, authorization_ref=authorization_ref)
         )
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:

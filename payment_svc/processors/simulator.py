@@ -5,12 +5,16 @@ ProcessorError; retries and the circuit breaker wrap it (resilience.py). The
 idempotency key goes into the ``Idempotency-Key`` header, so a retry of the
 same call is answered from the simulator's idempotency store.
 
-Errors: a connection that never got through (refused, connect timeout) is
-ProcessorUnavailable; no answer in time, a dropped connection after the
-request was sent, or "a request with this key is still running" is
-ProcessorTimeout (the operation may have happened); 5xx and 429 are
-ProcessorUnavailable; other 4xx are ProcessorRejected. A 402 is a decline: a
-result, not an error.
+Errors: a connection that never got through (refused, connect timeout) and
+429 are ProcessorUnavailable (nothing happened); no answer in time or a
+dropped connection after the request was sent is ProcessorTimeout, "a request
+with this key is still running" ProcessorBusy (the operation may have
+happened); a 5xx is ProcessorUnavailable that may have acted; other 4xx are
+ProcessorRejected. A 402 is a decline: a result, not an error.
+
+`find` asks what an earlier call did without repeating it: the authorization,
+refund or payout created with an idempotency key (``GET /v1/<objects>?idempotency_key=``),
+or, for a capture or a void, the authorization's status.
 
 Webhooks are signed with paymesh's scheme (paymesh_runtime.webhook_signatures:
 ``Paymesh-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">``).
@@ -21,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 
 from payment_svc.processor import (
+    Operation,
     Outcome,
+    ProcessorBusy,
     ProcessorError,
     ProcessorRejected,
     ProcessorResult,
@@ -51,6 +57,13 @@ _OUTCOMES: dict[str, dict[str, Outcome]] = {
     "refund": {"succeeded": Outcome.SUCCEEDED, "pending": Outcome.PENDING, "failed": Outcome.DECLINED},
     "payout": {"paid": Outcome.SUCCEEDED, "pending": Outcome.PENDING, "failed": Outcome.DECLINED},
 }
+# What an authorization's status says about a capture or a void made on it; None: not (yet) done.
+_DONE_ON_AUTHORIZATION: dict[Operation, dict[str, Outcome]] = {
+    Operation.CAPTURE: {"captured": Outcome.SUCCEEDED, "voided": Outcome.DECLINED, "declined": Outcome.DECLINED},
+    Operation.VOID: {"voided": Outcome.SUCCEEDED, "captured": Outcome.DECLINED, "declined": Outcome.DECLINED},
+}
+# The collection that holds the objects an operation creates, looked up by idempotency key.
+_CREATED_IN = {Operation.AUTHORIZE: "authorizations", Operation.REFUND: "refunds", Operation.PAYOUT: "payouts"}
 
 
 class SimulatorProcessor:
@@ -99,6 +112,21 @@ class SimulatorProcessor:
         body = {"bank_account_token": bank_account_token, "amount": amount.amount, "currency": amount.currency}
         return await self._post("/v1/payouts", idempotency_key, body)
 
+    async def find(
+        self, operation: Operation, *, idempotency_key: str, authorization_ref: str = ""
+    ) -> ProcessorResult | None:
+        if operation in _DONE_ON_AUTHORIZATION:
+            authorization = await self._get(f"/v1/authorizations/{_segment(authorization_ref)}", {})
+            outcome = _DONE_ON_AUTHORIZATION[operation].get(str(authorization.get("status", "")))
+            if outcome is None:
+                return None
+            return ProcessorResult(outcome=outcome, processor_ref=str(authorization["id"]))
+        found = await self._get(f"/v1/{_CREATED_IN[operation]}", {"idempotency_key": idempotency_key})
+        objects = found.get("data")
+        if not isinstance(objects, list) or not objects:
+            return None
+        return _object_result(objects[0])
+
     # --- webhooks --------------------------------------------------------------
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         """Verifies Paymesh-Signature and decodes the event (see the module docstring)."""
@@ -125,14 +153,29 @@ class SimulatorProcessor:
             object_kind=kind,
             decline_code=str(obj.get("failure_code") or obj.get("decline_code") or ""),
             data=data,
+            reference=str(obj.get("idempotency_key") or ""),
         )
 
     # --- one HTTP attempt ------------------------------------------------------
     async def _post(self, path: str, idempotency_key: str, body: dict[str, Any]) -> ProcessorResult:
         headers = {"Idempotency-Key": idempotency_key}
+        return _result(
+            await self._send(lambda: self._http.post(path, json=body, headers=headers, timeout=self._timeout), path)
+        )
+
+    async def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        response = await self._send(lambda: self._http.get(path, params=params, timeout=self._timeout), path)
+        payload = _json(response)
+        if not response.is_success:
+            error = payload.get("error")
+            error = error if isinstance(error, dict) else {}
+            raise _error(response.status_code, str(error.get("code", "")), str(error.get("message", "")))
+        return payload
+
+    async def _send(self, request: Callable[[], Awaitable[httpx.Response]], path: str) -> httpx.Response:
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._http.post(path, json=body, headers=headers, timeout=self._timeout)
+                return await request()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise ProcessorUnavailable(f"simulator unreachable: {exc!r}") from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
@@ -140,7 +183,6 @@ class SimulatorProcessor:
         except httpx.TransportError as exc:
             # The request may have arrived: only a retry with the same key can tell.
             raise ProcessorTimeout(f"connection to the simulator lost during {path}: {exc!r}") from exc
-        return _result(response)
 
 
 def _result(response: httpx.Response) -> ProcessorResult:
@@ -165,9 +207,11 @@ def _result(response: httpx.Response) -> ProcessorResult:
 def _error(status: int, code: str, message: str) -> ProcessorError:
     text = f"simulator answered {status} {code}: {message}"
     if status == 409 and code == "idempotency_key_in_use":
-        return ProcessorTimeout(text)  # the first attempt with this key is still running
-    if status == 429 or status >= 500:
-        return ProcessorUnavailable(text)
+        return ProcessorBusy(text)  # the first attempt with this key is still running
+    if status == 429:
+        return ProcessorUnavailable(text)  # refused before doing anything
+    if status >= 500:
+        return ProcessorUnavailable(text, may_have_acted=True)  # it may have acted before failing
     return ProcessorRejected(text)
 
 

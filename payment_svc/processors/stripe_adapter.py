@@ -8,6 +8,13 @@
   settled by a ``payout.paid`` / ``payout.failed`` webhook;
 - webhooks: ``stripe.Webhook.construct_event`` checks ``Stripe-Signature``
   and its timestamp tolerance.
+- find (what did an earlier call do?): the objects paymesh creates carry their
+  idempotency key as ``metadata[paymesh_reference]``; an authorization is
+  found with the PaymentIntent search API, a refund among its
+  PaymentIntent's refunds, a payout among the newest payouts (Stripe offers no
+  payout search: only the last FIND_PAYOUTS_SCAN are looked at, which covers
+  the minutes a resolution takes); a capture or a void by the PaymentIntent's
+  status.
 
 One attempt per call (the library's own retries are off: max_network_retries=0),
 bounded by a timeout; retries and the circuit breaker wrap it (resilience.py),
@@ -26,7 +33,9 @@ import httpx
 import stripe
 
 from payment_svc.processor import (
+    Operation,
     Outcome,
+    ProcessorBusy,
     ProcessorError,
     ProcessorRejected,
     ProcessorResult,
@@ -39,6 +48,9 @@ from payment_svc.processors.headers import header
 from paymesh_runtime.money import Money
 
 SIGNATURE_HEADER = "Stripe-Signature"
+# The metadata key that carries paymesh's idempotency key (its saga step reference) on created objects.
+REFERENCE_METADATA = "paymesh_reference"
+FIND_PAYOUTS_SCAN = 100
 
 # paymesh's card tokens (the simulator's vocabulary) → Stripe's test PaymentMethods.
 # Real card tokens from Stripe.js are PaymentMethod ids (pm_...) and pass unchanged.
@@ -77,6 +89,13 @@ _OUTCOMES: dict[str, dict[str, Outcome]] = {
         "failed": Outcome.DECLINED,
         "canceled": Outcome.DECLINED,
     },
+}
+
+
+# What a PaymentIntent's status says about a capture or a cancel made on it; None: not (yet) done.
+_DONE_ON_INTENT: dict[Operation, dict[str, Outcome]] = {
+    Operation.CAPTURE: {"succeeded": Outcome.SUCCEEDED, "processing": Outcome.PENDING, "canceled": Outcome.DECLINED},
+    Operation.VOID: {"canceled": Outcome.SUCCEEDED, "succeeded": Outcome.DECLINED},
 }
 
 
@@ -125,6 +144,7 @@ class StripeProcessor:
             "confirm": True,
             "payment_method": TEST_PAYMENT_METHODS.get(card_token, card_token),
             "payment_method_types": ["card"],
+            "metadata": {REFERENCE_METADATA: idempotency_key},
         }
         intents = self._client.v1.payment_intents
         return await self._call(
@@ -150,7 +170,11 @@ class StripeProcessor:
 
     async def refund(self, *, idempotency_key: str, authorization_ref: str, amount: Money) -> ProcessorResult:
         refunds = self._client.v1.refunds
-        params = {"payment_intent": authorization_ref, "amount": amount.amount}
+        params = {
+            "payment_intent": authorization_ref,
+            "amount": amount.amount,
+            "metadata": {REFERENCE_METADATA: idempotency_key},
+        }
         return await self._call(
             lambda: refunds.create_async(params, {"idempotency_key": idempotency_key}),  # type: ignore[arg-type]
             _object_result,
@@ -158,11 +182,40 @@ class StripeProcessor:
 
     async def payout(self, *, idempotency_key: str, bank_account_token: str, amount: Money) -> ProcessorResult:
         payouts = self._client.v1.payouts
-        params = {"amount": amount.amount, "currency": amount.currency.lower(), "destination": bank_account_token}
+        params = {
+            "amount": amount.amount,
+            "currency": amount.currency.lower(),
+            "destination": bank_account_token,
+            "metadata": {REFERENCE_METADATA: idempotency_key},
+        }
         return await self._call(
             lambda: payouts.create_async(params, {"idempotency_key": idempotency_key}),  # type: ignore[arg-type]
             _object_result,
         )
+
+    async def find(
+        self, operation: Operation, *, idempotency_key: str, authorization_ref: str = ""
+    ) -> ProcessorResult | None:
+        v1 = self._client.v1
+        if operation in _DONE_ON_INTENT:
+            intent = (await self._request(lambda: v1.payment_intents.retrieve_async(authorization_ref))).to_dict()
+            outcome = _DONE_ON_INTENT[operation].get(str(intent.get("status", "")))
+            return None if outcome is None else ProcessorResult(outcome=outcome, processor_ref=str(intent["id"]))
+        page: Any
+        if operation is Operation.AUTHORIZE:
+            if not idempotency_key.replace("-", "").replace(":", "").replace("_", "").isalnum():
+                raise ProcessorRejected(f"cannot search for the reference {idempotency_key!r}")
+            query = f"metadata['{REFERENCE_METADATA}']:'{idempotency_key}'"
+            page = await self._request(lambda: v1.payment_intents.search_async({"query": query, "limit": 10}))
+        elif operation is Operation.REFUND:
+            params = {"payment_intent": authorization_ref, "limit": 100}
+            page = await self._request(lambda: v1.refunds.list_async(params))  # type: ignore[arg-type]
+        else:
+            page = await self._request(lambda: v1.payouts.list_async({"limit": FIND_PAYOUTS_SCAN}))
+        for obj in (found.to_dict() for found in page.data):
+            if (obj.get("metadata") or {}).get(REFERENCE_METADATA) == idempotency_key:
+                return _object_result(obj)
+        return None
 
     # --- webhooks --------------------------------------------------------------
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
@@ -191,25 +244,40 @@ class StripeProcessor:
             object_kind=kind,
             decline_code=_failure_code(obj) if outcome is Outcome.DECLINED else "",
             data=data,
+            reference=str((obj.get("metadata") or {}).get(REFERENCE_METADATA) or ""),
         )
 
-    # --- one attempt -----------------------------------------------------------
+    # --- one attempt ---------------------------------------------------------
     async def _call(
         self,
         request: Callable[[], Awaitable[Any]],
         interpret: Callable[[Mapping[str, Any]], ProcessorResult],
     ) -> ProcessorResult:
         try:
+            obj = await self._request(request)
+        except _Declined as declined:
+            return declined_result(declined.error)
+        # A StripeObject is not a Mapping (no .get): interpret its plain-dict form.
+        return interpret(obj.to_dict())
+
+    async def _request(self, request: Callable[[], Awaitable[Any]]) -> Any:
+        try:
             async with asyncio.timeout(self._timeout):
-                obj = await request()
+                return await request()
         except TimeoutError as exc:
             raise ProcessorTimeout(f"Stripe did not answer within {self._timeout}s") from exc
         except stripe.CardError as exc:
-            return declined_result(exc)
+            raise _Declined(exc) from exc
         except stripe.StripeError as exc:
             raise processor_error(exc) from exc
-        # A StripeObject is not a Mapping (no .get): interpret its plain-dict form.
-        return interpret(obj.to_dict())
+
+
+class _Declined(Exception):
+    """A card decline inside `_request`: a result for the operations, not a ProcessorError."""
+
+    def __init__(self, error: stripe.CardError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def processor_error(exc: stripe.StripeError) -> ProcessorError:
@@ -221,11 +289,12 @@ def processor_error(exc: stripe.StripeError) -> ProcessorError:
             return ProcessorUnavailable(text)  # the request never left
         return ProcessorTimeout(text)  # it may have arrived: retry with the same key
     if exc.http_status == 409 and exc.code in ("idempotency_key_in_use", "lock_timeout"):
-        return ProcessorTimeout(text)  # the first attempt with this key is still running
-    if isinstance(exc, stripe.RateLimitError) or (exc.http_status or 0) >= 500:
-        return ProcessorUnavailable(text)
-    if isinstance(exc, stripe.APIError) and exc.http_status is None:
-        return ProcessorUnavailable(text)
+        return ProcessorBusy(text)  # the first attempt with this key is still running
+    if isinstance(exc, stripe.RateLimitError):
+        return ProcessorUnavailable(text)  # refused before doing anything
+    if (exc.http_status or 0) >= 500 or (isinstance(exc, stripe.APIError) and exc.http_status is None):
+        # Stripe: the result of a request that failed with a 500 is indeterminate.
+        return ProcessorUnavailable(text, may_have_acted=True)
     # Invalid request, authentication, permission, idempotency-key reuse: our bug or config.
     return ProcessorRejected(text)
 

@@ -23,7 +23,9 @@ Compensation (a definitive refusal after money moved or was reserved):
 
 A call without a definitive answer (wallet_svc down, processor timeout)
 raises Interrupted: the resource keeps its state, its lease is released with a
-backoff, and the recovery worker drives it again later.
+backoff, and the recovery worker drives it again later. A processor step whose
+call may have acted is recorded outcome_unknown and resolved by asking the
+processor with the same reference, never by assuming it failed.
 
 Modules: steps (the step log and leases), payments with wallet_source and
 card_source, refunds, payouts.

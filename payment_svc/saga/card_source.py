@@ -10,6 +10,7 @@ import logging
 
 from payment_svc.ledger import SETTLEMENT, Ledger, LedgerRefused, LedgerUnavailable, Posting, wallet_account
 from payment_svc.processor import (
+    Operation,
     Outcome,
     Processor,
     ProcessorError,
@@ -86,10 +87,15 @@ class CardSource:
                 idempotency_key=ref, authorization_ref=p.authorization_ref, amount=amount
             )
 
+        async def find(_: str) -> ProcessorResult | None:
+            return await self._processor.find(
+                Operation.CAPTURE, idempotency_key="", authorization_ref=p.authorization_ref
+            )
+
         started = record.started == "capture"
         try:
-            result = await self._steps.processor_call(
-                p.payment_id, lambda: self._steps.run("payment", p.payment_id, "capture", capture, started=started)
+            result = await self._steps.processor_step(
+                "payment", p.payment_id, "capture", capture, find, started=started
             )
         except ProcessorRejected as error:
             result = ProcessorResult(Outcome.DECLINED, "", "processor_rejected", error.message)
@@ -129,9 +135,12 @@ class CardSource:
                 idempotency_key=ref, authorization_ref=p.authorization_ref, amount=amount
             )
 
-        result = await self._steps.processor_call(
-            p.payment_id, lambda: self._steps.run("payment", p.payment_id, "compensate", refund)
-        )
+        async def find(ref: str) -> ProcessorResult | None:
+            return await self._processor.find(
+                Operation.REFUND, idempotency_key=ref, authorization_ref=p.authorization_ref
+            )
+
+        result = await self._steps.processor_step("payment", p.payment_id, "compensate", refund, find)
         if result.outcome is Outcome.DECLINED:
             # Money would be lost: keep retrying rather than finishing; operators see the attempts grow.
             log.error("payment %s: compensating card refund declined (%s)", p.payment_id, result.decline_code)
@@ -150,10 +159,11 @@ class CardSource:
         async def void(ref: str) -> ProcessorResult:
             return await self._processor.void(idempotency_key=ref, authorization_ref=authorization)
 
+        async def find(_: str) -> ProcessorResult | None:
+            return await self._processor.find(Operation.VOID, idempotency_key="", authorization_ref=authorization)
+
         try:
-            result = await self._steps.processor_call(
-                p.payment_id, lambda: self._steps.run("payment", p.payment_id, "void", void)
-            )
+            result = await self._steps.processor_step("payment", p.payment_id, "void", void, find)
         except ProcessorRejected:
             result = ProcessorResult(Outcome.DECLINED, "")
         # A declined void means nothing is left to void (already voided or lapsed).

@@ -2,7 +2,15 @@
 
 The processor often answers PENDING: the payout rests PROCESSING until its
 signed webhook stores the outcome (payment_svc.webhooks), then the flow
-captures or releases the hold.
+captures or releases the hold. A webhook that does not come within
+`processor_poll` is not waited for forever: the recovery worker asks the
+processor (polls) and stores the outcome it reports.
+
+The hold is released only on a definite answer that no money left: a decline,
+a refusal of the request, or a processor that cannot have received it. A
+payout whose send may have reached the processor (timeout, lost connection,
+5xx, crash) keeps its hold until the processor, asked again with the same key,
+says what happened (Steps.processor_step).
 """
 
 from __future__ import annotations
@@ -16,11 +24,11 @@ from payment_svc.idempotency import IdempotencyKeys
 from payment_svc.ledger import SETTLEMENT, Ledger, LedgerRefused, LedgerUnavailable
 from payment_svc.lifecycle import FINAL_PAYOUT_STATES, RESTING_PAYOUT_STATES, PayoutState, check_payout_transition
 from payment_svc.processor import (
+    Operation,
     Outcome,
     Processor,
     ProcessorRejected,
     ProcessorResult,
-    ProcessorTimeout,
     ProcessorUnavailable,
 )
 from payment_svc.saga.steps import (
@@ -62,6 +70,7 @@ class PayoutFlow:
 
     async def _advance(self, payout_id: uuid.UUID) -> Driven:
         error: PaymeshError | None = None
+        sent = False
         while True:
             o = await self._steps.load("payout", payout_id)
             state = PayoutState(o.state)
@@ -70,13 +79,17 @@ class PayoutFlow:
             if o.processor_outcome == "SUCCEEDED":
                 await self._capture(o)
             elif o.processor_outcome == "DECLINED":
-                await self._release(o, o.processor_decline_code or "payout_declined")
+                await self._release(o, o.processor_decline_code or "payout_declined", settled=True)
             elif state is PayoutState.PROCESSING:
-                return Driven(views.payout(o), error)  # the processor's webhook settles it
+                if sent:
+                    return Driven(views.payout(o), error)  # the processor's webhook settles it
+                if not await self._poll(o):
+                    return Driven(views.payout(o), error)  # still pending: polled again later
             elif o.hold_id is None:
                 await self._hold(o)
             else:
                 error = await self._send(o)
+                sent = True
 
     async def _commit(
         self,
@@ -89,8 +102,15 @@ class PayoutFlow:
         reason: str = "",
         values: dict[str, Any] | None = None,
         error: PaymeshError | None = None,
+        settled: str = "",
     ) -> None:
+        """One transaction: step result, state change + transition, event, idempotency response.
+
+        `settled` (DONE or FAILED): the processor's reported outcome also closes a payout step
+        whose own answer never came (it stays STARTED while the outcome is unknown)."""
         async with self._steps.engine.begin() as conn:
+            if settled:
+                await store.close_started_step(conn, o.payout_id, "payout", settled, o.processor_ref or "")
             row, _ = await self._steps.write_result(
                 conn, "payout", o, o.payout_id, step=step, status=status, result_ref=result_ref, to_state=to_state,
                 reason=reason, values=values or {},
@@ -130,18 +150,19 @@ class PayoutFlow:
                 idempotency_key=ref, bank_account_token=o.bank_account_token, amount=money
             )
 
+        async def find(ref: str) -> ProcessorResult | None:
+            return await self._processor.find(Operation.PAYOUT, idempotency_key=ref)
+
         try:
-            result = await self._steps.run("payout", o.payout_id, "payout", payout)
+            result = await self._steps.processor_step("payout", o.payout_id, "payout", payout, find, fail_fast=True)
         except ProcessorUnavailable:
+            # Nothing of this payout can have reached the processor: give the money back.
             failure = processor_unavailable(self._processor.name, o.payout_id)
             await self._release(o, "processor_unavailable", step="payout", error=failure)
             return failure
         except ProcessorRejected:
             await self._release(o, "processor_rejected", step="payout")
             return None
-        except ProcessorTimeout:
-            # The payout may have been sent: keep the hold and ask again later with the same key.
-            raise Interrupted(dependency_unavailable("the payment processor")) from None
         if result.outcome is Outcome.DECLINED:
             await self._release(o, result.decline_code or "payout_declined", step="payout")
             return None
@@ -150,11 +171,20 @@ class PayoutFlow:
             values["processor_outcome"] = "SUCCEEDED"
             await self._commit(o, step="payout", result_ref=result.processor_ref, values=values)
         else:
+            values |= self._steps.recheck_later()
             await self._commit(
                 o, step="payout", result_ref=result.processor_ref, to_state=PayoutState.PROCESSING,
                 reason="sent_to_processor", values=values,
             )  # fmt: skip
         return None
+
+    async def _poll(self, o: AnyRow) -> bool:
+        """Asks the processor about a payout whose webhook has not come; True once an outcome is stored."""
+
+        async def find(ref: str) -> ProcessorResult | None:
+            return await self._processor.find(Operation.PAYOUT, idempotency_key=ref)
+
+        return await self._steps.poll("payout", o.payout_id, "payout", find)
 
     async def _capture(self, o: AnyRow) -> None:
         async def capture(ref: str) -> str:
@@ -168,10 +198,18 @@ class PayoutFlow:
         except (LedgerRefused, LedgerUnavailable):
             # The money left through the processor: the capture must happen; retry until it does.
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
-        await self._commit(o, step="capture", result_ref=transaction_id, to_state=PayoutState.SUCCEEDED, reason="paid")
+        await self._commit(
+            o, step="capture", result_ref=transaction_id, to_state=PayoutState.SUCCEEDED, reason="paid", settled="DONE"
+        )
 
     async def _release(
-        self, o: AnyRow, code: str, *, step: str | None = None, error: PaymeshError | None = None
+        self,
+        o: AnyRow,
+        code: str,
+        *,
+        step: str | None = None,
+        error: PaymeshError | None = None,
+        settled: bool = False,
     ) -> None:
         hold_id = o.hold_id
 
@@ -187,5 +225,5 @@ class PayoutFlow:
                 await store.finish_step(conn, o.payout_id, step, "FAILED", "", code)
         await self._commit(
             o, step="release", result_ref=hold_id, to_state=PayoutState.FAILED, reason=code,
-            values={"failure_code": code}, error=error,
+            values={"failure_code": code}, error=error, settled="FAILED" if settled else "",
         )  # fmt: skip

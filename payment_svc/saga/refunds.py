@@ -22,7 +22,7 @@ from payment_svc.events import PaymentEvents
 from payment_svc.idempotency import IdempotencyKeys
 from payment_svc.ledger import SETTLEMENT, Ledger, LedgerRefused, LedgerUnavailable, Posting, wallet_account
 from payment_svc.lifecycle import PaymentState, RefundState, check_refund_transition, check_refundable, refund_amount
-from payment_svc.processor import Outcome, Processor, ProcessorRejected, ProcessorResult
+from payment_svc.processor import Operation, Outcome, Processor, ProcessorRejected, ProcessorResult
 from payment_svc.saga.steps import Driven, Interrupted, Steps, dependency_unavailable, recorded_response
 from payment_svc.store import AnyRow
 from paymesh_runtime.money import Money
@@ -82,9 +82,13 @@ class RefundFlow:
 
     async def _advance(self, refund_id: uuid.UUID) -> Driven:
         r = await self._steps.load("refund", refund_id)
-        if RefundState(r.state) is RefundState.PENDING and r.processor_outcome != "PENDING":
+        if RefundState(r.state) is RefundState.PENDING:
             p = await self._steps.load("payment", r.payment_id)
-            if r.processor_outcome is not None:
+            if r.processor_outcome == Outcome.PENDING:
+                # Its webhook has not come in time: ask the processor.
+                if await self._poll(r, p):
+                    await self._settle(await self._steps.load("refund", refund_id), p)
+            elif r.processor_outcome is not None:
                 await self._settle(r, p)
             elif p.source_wallet_id:
                 await self._refund_wallet_payment(r, p)
@@ -169,10 +173,13 @@ class RefundFlow:
                 idempotency_key=ref, authorization_ref=p.authorization_ref, amount=amount
             )
 
-        try:
-            result = await self._steps.processor_call(
-                r.refund_id, lambda: self._steps.run("refund", r.refund_id, "refund", refund)
+        async def find(ref: str) -> ProcessorResult | None:
+            return await self._processor.find(
+                Operation.REFUND, idempotency_key=ref, authorization_ref=p.authorization_ref
             )
+
+        try:
+            result = await self._steps.processor_step("refund", r.refund_id, "refund", refund, find)
         except ProcessorRejected as error:
             result = ProcessorResult(Outcome.DECLINED, "", "processor_rejected", error.message)
         if result.outcome is Outcome.DECLINED:
@@ -181,7 +188,11 @@ class RefundFlow:
             # Accepted; the processor reports the result later by webhook. The refund rests PENDING until then.
             await self._commit(
                 r, p, step="refund", result_ref=result.processor_ref,
-                values={"processor_ref": result.processor_ref, "processor_outcome": Outcome.PENDING.value},
+                values={
+                    "processor_ref": result.processor_ref,
+                    "processor_outcome": Outcome.PENDING.value,
+                    **self._steps.recheck_later(),
+                },
             )  # fmt: skip
         else:
             await self._commit(
@@ -189,8 +200,19 @@ class RefundFlow:
                 reason="refunded", values={"processor_ref": result.processor_ref or None},
             )  # fmt: skip
 
+    async def _poll(self, r: AnyRow, p: AnyRow) -> bool:
+        async def find(ref: str) -> ProcessorResult | None:
+            return await self._processor.find(
+                Operation.REFUND, idempotency_key=ref, authorization_ref=p.authorization_ref
+            )
+
+        return await self._steps.poll("refund", r.refund_id, "refund", find)
+
     async def _settle(self, r: AnyRow, p: AnyRow) -> None:
-        """Applies the outcome the processor's webhook reported for a pending card refund."""
+        """Applies the outcome the processor reported (webhook or poll) for a pending or unknown card refund."""
+        async with self._steps.engine.begin() as conn:
+            status = "DONE" if r.processor_outcome == Outcome.SUCCEEDED else "FAILED"
+            await store.close_started_step(conn, r.refund_id, "refund", status, r.processor_ref or "")
         if r.processor_outcome == Outcome.SUCCEEDED:
             await self._commit(r, p, step=None, to_state=RefundState.SUCCEEDED, reason="refunded")
         else:

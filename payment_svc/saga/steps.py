@@ -6,6 +6,11 @@ the call, with the deterministic reference `<resource id>:<step>`; the flow
 commits the step's result together with the state change it causes. A call
 without a definitive answer raises Interrupted: the lease is given back with
 a growing delay and the recovery worker drives the resource again later.
+
+Processor steps that move money go through `processor_step`: a call that may
+have acted without an answer marks the step outcome_unknown, and every later
+attempt first asks the processor what happened (docs/payments.md, "Unknown
+processor outcomes"). `poll` asks about a resource whose webhook is late.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from payment_svc import store
 from payment_svc.idempotency import OK, Recorded
 from payment_svc.processor import (
+    Outcome,
     Processor,
     ProcessorError,
     ProcessorRejected,
@@ -75,6 +81,8 @@ class SagaConfig:
     payout_hold_ttl_seconds: int
     retry_backoff: timedelta
     max_retry_backoff: timedelta
+    # How long a payout or refund the processor settles later waits for its webhook before it is polled.
+    processor_poll: timedelta = timedelta(minutes=5)
     crash_after_step: str = ""
 
 
@@ -153,26 +161,125 @@ class Steps:
         reference = f"{resource_id}:{step}"
         if not started:
             async with self.engine.begin() as conn:
-                if await store.claim(conn, kind, resource_id, self.owner, self.config.lease, renew=True) is None:
-                    raise LeaseLost(f"{kind} {resource_id}")
+                await self._renew(conn, kind, resource_id)
                 await store.start_step(conn, resource_id, step, reference, self.owner)
         self._crash_at(f"{step}:started")
         result = await call(reference)
         self._crash_at(f"{step}:called")
         return result
 
-    async def processor_call(
-        self, resource_id: uuid.UUID, call: Callable[[], Awaitable[ProcessorResult]]
+    async def processor_step(
+        self,
+        kind: str,
+        resource_id: uuid.UUID,
+        step: str,
+        call: Callable[[str], Awaitable[ProcessorResult]],
+        find: Callable[[str], Awaitable[ProcessorResult | None]],
+        *,
+        started: bool = False,
+        fail_fast: bool = False,
     ) -> ProcessorResult:
-        """A processor call after which the saga must go on later when there is no definitive answer."""
+        """A processor call that may move money, made so that an unknown outcome is never taken for a failure.
+
+        If an earlier attempt of the step may have acted (the step is marked
+        outcome_unknown, or was left STARTED), the processor is asked first
+        (`find` by the step's reference) and what it found is the answer; only
+        if it shows no effect is the call repeated, with the same key. A call
+        that may have acted without a definite answer marks the step
+        outcome_unknown, for every later attempt and across restarts, and
+        raises Interrupted: the recovery worker asks again later.
+
+        An unavailable processor (down, breaker open) raises Interrupted too,
+        unless `fail_fast` and nothing of this step can have reached the
+        processor: then ProcessorUnavailable, and the flow may give up.
+        ProcessorRejected passes through: the processor refused the request.
+        """
+        reference = f"{resource_id}:{step}"
+        unknown = False
+        if not started:
+            async with self.engine.begin() as conn:
+                await self._renew(conn, kind, resource_id)
+                unknown = await store.start_step(conn, resource_id, step, reference, self.owner)
+        self._crash_at(f"{step}:started")
         try:
-            return await call()
+            result = await self._ask(kind, resource_id, reference, find) if unknown else None
+            if result is None:
+                result = await call(reference)
         except ProcessorRejected:
             raise
-        except ProcessorUnavailable as error:
+        except ProcessorError as error:
+            if error.may_have_acted and not unknown:
+                async with self.engine.begin() as conn:
+                    await store.mark_outcome_unknown(conn, resource_id, step)
+                log.warning(
+                    "%s %s: outcome of %s unknown (%s); asking the processor later",
+                    kind,
+                    resource_id,
+                    step,
+                    error.message,
+                )
+            if unknown or error.may_have_acted:
+                raise Interrupted(dependency_unavailable("the payment processor")) from error
+            if fail_fast and isinstance(error, ProcessorUnavailable):
+                raise
             raise Interrupted(processor_unavailable(self._processor.name, resource_id)) from error
+        self._crash_at(f"{step}:called")
+        return result
+
+    async def poll(
+        self,
+        kind: str,
+        resource_id: uuid.UUID,
+        step: str,
+        find: Callable[[str], Awaitable[ProcessorResult | None]],
+    ) -> bool:
+        """Asks the processor about a resource whose webhook has not come (the processor accepted
+        `step` as pending). Stores a final outcome and returns True, or schedules the next poll."""
+        try:
+            found = await find(f"{resource_id}:{step}")
         except ProcessorError as error:
             raise Interrupted(dependency_unavailable("the payment processor")) from error
+        async with self.engine.begin() as conn:
+            if found is not None and found.outcome is not Outcome.PENDING:
+                await store.store_processor_outcome(
+                    conn, kind, resource_id, found.outcome.value, found.decline_code, found.processor_ref
+                )
+                return True
+            if found is None:
+                log.warning("%s %s: the processor does not know the %s it accepted", kind, resource_id, step)
+            later = {"next_attempt_at": func.now() + self.config.processor_poll}
+            if await store.update_leased(conn, kind, resource_id, self.owner, later) is None:
+                raise LeaseLost(f"{kind} {resource_id}")
+        return False
+
+    def recheck_later(self) -> dict[str, Any]:
+        """Columns that make a resource resting at the processor due for a poll after `processor_poll`."""
+        return {"next_attempt_at": func.now() + self.config.processor_poll}
+
+    async def _ask(
+        self,
+        kind: str,
+        resource_id: uuid.UUID,
+        reference: str,
+        find: Callable[[str], Awaitable[ProcessorResult | None]],
+    ) -> ProcessorResult | None:
+        """What an earlier attempt did; None if the processor shows no effect (the lease renewed for the repeat)."""
+        try:
+            found = await find(reference)
+        except ProcessorRejected as error:
+            # Our question was refused: a bug or a configuration error, not an answer. Keep asking.
+            log.error("%s %s: the processor refused the lookup of %s: %s", kind, resource_id, reference, error.message)
+            raise Interrupted(dependency_unavailable("the payment processor")) from error
+        if found is not None:
+            log.info("%s %s: the processor reports %s for %s", kind, resource_id, found.outcome.value, reference)
+            return found
+        async with self.engine.begin() as conn:
+            await self._renew(conn, kind, resource_id)
+        return None
+
+    async def _renew(self, conn: AsyncConnection, kind: str, resource_id: uuid.UUID) -> None:
+        if await store.claim(conn, kind, resource_id, self.owner, self.config.lease, renew=True) is None:
+            raise LeaseLost(f"{kind} {resource_id}")
 
     async def write_result(
         self,

@@ -58,20 +58,24 @@ def start_dependencies(stack: Stack) -> None:
 
 @contextlib.contextmanager
 def processor_faults(stack: Stack, **faults: float) -> Iterator[None]:
-    """The stack's processor simulator misbehaves as told (POST /_sim/config) inside the block."""
+    """The stack's processor simulator misbehaves as told (POST /_sim/config) inside the block, then
+    gets its previous settings back."""
 
-    def configure(values: dict[str, float]) -> None:
+    def configure(values: dict[str, float] | None) -> dict[str, float]:
+        data = None if values is None else json.dumps(values).encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{stack.ports.processor}/_sim/config", data=json.dumps(values).encode(), method="POST"
+            f"http://127.0.0.1:{stack.ports.processor}/_sim/config", data=data, method="GET" if data is None else "POST"
         )
-        with urllib.request.urlopen(request, timeout=5):  # noqa: S310
-            pass
+        with urllib.request.urlopen(request, timeout=5) as reply:  # noqa: S310
+            current: dict[str, float] = json.load(reply)
+            return current
 
+    before = configure(None)
     configure(faults)
     try:
         yield
     finally:
-        configure(dict.fromkeys(faults, 0))
+        configure({name: before[name] for name in faults})
 
 
 def user(user_id: str, role: str = "CUSTOMER", key: str | None = None) -> list[tuple[str, str]]:

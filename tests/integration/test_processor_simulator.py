@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY
 
 from devstack.processor_sim.launcher import SimulatorProcess
 from payment_svc.processor import (
+    Operation,
     Outcome,
     ProcessorClient,
     ProcessorRejected,
@@ -194,6 +195,52 @@ async def test_a_processing_error_is_retried_then_reported_unavailable_with_noth
     assert sim.get(f"/v1/authorizations?idempotency_key={idempotency_key}")["data"] == []
 
 
+async def test_a_processing_error_is_an_unavailable_answer_that_may_have_acted(sim: SimulatorProcess) -> None:
+    # Nothing tells a client that a 500 came before the work: the outcome counts as unknown.
+    client = build_processor(settings_for(sim.url, processor_max_attempts=1))
+    try:
+        with pytest.raises(ProcessorUnavailable) as caught:
+            await client.payout(idempotency_key=key(), bank_account_token="btok_processingError", amount=Money(USD, 1))
+        assert caught.value.may_have_acted
+    finally:
+        await client.aclose()
+
+
+async def test_find_reports_what_an_earlier_call_did_without_repeating_it(
+    processor: ProcessorClient, sim: SimulatorProcess
+) -> None:
+    auth_key, refund_key, payout_key = key(), key(), key()
+    for operation, reference in [
+        (Operation.AUTHORIZE, auth_key),
+        (Operation.REFUND, refund_key),
+        (Operation.PAYOUT, payout_key),
+    ]:
+        assert await processor.find(operation, idempotency_key=reference) is None
+    auth = await processor.authorize(idempotency_key=auth_key, card_token="tok_visa", amount=Money(USD, 900))
+    assert await processor.find(Operation.CAPTURE, idempotency_key="", authorization_ref=auth.processor_ref) is None
+    assert await processor.find(Operation.AUTHORIZE, idempotency_key=auth_key) == auth
+    await processor.capture(idempotency_key=key(), authorization_ref=auth.processor_ref, amount=Money(USD, 900))
+    captured = await processor.find(Operation.CAPTURE, idempotency_key="", authorization_ref=auth.processor_ref)
+    voided = await processor.find(Operation.VOID, idempotency_key="", authorization_ref=auth.processor_ref)
+    assert (captured and captured.outcome, voided and voided.outcome) == (Outcome.SUCCEEDED, Outcome.DECLINED)
+    refund = await processor.refund(
+        idempotency_key=refund_key, authorization_ref=auth.processor_ref, amount=Money(USD, 400)
+    )
+    assert await processor.find(Operation.REFUND, idempotency_key=refund_key) == refund
+    payout = await processor.payout(idempotency_key=payout_key, bank_account_token="btok_success", amount=Money(USD, 7))
+    found = await processor.find(Operation.PAYOUT, idempotency_key=payout_key)
+    assert found is not None
+    assert found.processor_ref == payout.processor_ref
+    paid = poll_until(lambda: sim.get(f"/v1/payouts/{payout.processor_ref}")["status"] == "paid" or None, timeout=10)
+    assert paid
+    settled = await processor.find(Operation.PAYOUT, idempotency_key=payout_key)
+    assert settled is not None
+    assert settled.outcome is Outcome.SUCCEEDED  # the payout as it is now
+    # Asking moved nothing: one authorization, one refund, one payout under their keys.
+    for collection, reference in [("authorizations", auth_key), ("refunds", refund_key), ("payouts", payout_key)]:
+        assert len(sim.get(f"/v1/{collection}?idempotency_key={reference}")["data"]) == 1
+
+
 async def test_an_unknown_token_is_rejected_without_retries(processor: ProcessorClient) -> None:
     with pytest.raises(ProcessorRejected, match="token_invalid"):
         await processor.authorize(idempotency_key=key(), card_token="tok_nonsense", amount=Money(USD, 1000))
@@ -285,7 +332,8 @@ async def test_a_payout_is_pending_until_a_signed_webhook_reports_its_result(
     outcome: Outcome,
     decline_code: str,
 ) -> None:
-    payout = await processor.payout(idempotency_key=key(), bank_account_token=token, amount=Money(USD, 2500))
+    idempotency_key = key()
+    payout = await processor.payout(idempotency_key=idempotency_key, bank_account_token=token, amount=Money(USD, 2500))
     assert payout.outcome is Outcome.PENDING
     assert payout.processor_ref.startswith("po_")
 
@@ -296,11 +344,12 @@ async def test_a_payout_is_pending_until_a_signed_webhook_reports_its_result(
     assert hmac.compare_digest(fields["v1"], expected)
 
     event = processor.parse_webhook(body, headers)
-    assert (event.type, event.processor_ref, event.outcome, event.decline_code) == (
+    assert (event.type, event.processor_ref, event.outcome, event.decline_code, event.reference) == (
         event_type,
         payout.processor_ref,
         outcome,
         decline_code,
+        idempotency_key,
     )
     assert event.event_id.startswith("evt_")
     # gRPC metadata through Envoy arrives lowercased; the lookup does not care.

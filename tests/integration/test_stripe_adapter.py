@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,7 @@ import pytest
 
 from devstack.components import REPO_ROOT
 from payment_svc.processor import (
+    Operation,
     Outcome,
     ProcessorClient,
     ProcessorRejected,
@@ -213,6 +215,8 @@ async def test_authorize_creates_and_confirms_a_manual_capture_payment_intent(
         "confirm": ["true"],
         "payment_method": ["pm_card_visa"],
         "payment_method_types[0]": ["card"],
+        # Finds the PaymentIntent again when the answer to this request is lost.
+        "metadata[paymesh_reference]": [idempotency_key],
     }
     assert result.processor_ref.startswith("pi_")
     # stripe-mock's canned PaymentIntent is in requires_payment_method: after a
@@ -258,7 +262,7 @@ async def test_refund_of_a_payment_intent_succeeds(stripe_processor: ProcessorCl
     (seen,) = proxy.requests_to("/v1/refunds")
     assert (seen.status, seen.form, seen.headers["Idempotency-Key"]) == (
         200,
-        {"payment_intent": ["pi_123"], "amount": ["300"]},
+        {"payment_intent": ["pi_123"], "amount": ["300"], "metadata[paymesh_reference]": [idempotency_key]},
         idempotency_key,
     )
 
@@ -271,8 +275,89 @@ async def test_a_payout_is_pending_while_in_transit(stripe_processor: ProcessorC
     assert result.outcome is Outcome.PENDING  # stripe-mock's payout is in_transit
     assert result.processor_ref.startswith("po_")
     (seen,) = proxy.requests_to("/v1/payouts")
-    assert seen.form == {"amount": ["2500"], "currency": ["eur"], "destination": ["ba_123"]}
+    assert seen.form == {
+        "amount": ["2500"],
+        "currency": ["eur"],
+        "destination": ["ba_123"],
+        "metadata[paymesh_reference]": [idempotency_key],
+    }
     assert seen.headers["Idempotency-Key"] == idempotency_key
+
+
+# --- find: what did an earlier call do? --------------------------------------------------------
+def stripe_list(*objects: dict[str, Any], search: bool = False) -> dict[str, Any]:
+    return {"object": "search_result" if search else "list", "data": list(objects), "has_more": False, "url": "/v1/x"}
+
+
+def requests_starting(proxy: Proxy, prefix: str) -> list[Seen]:
+    with proxy.lock:
+        return [seen for seen in proxy.seen if seen.path.startswith(prefix)]
+
+
+async def test_find_authorize_searches_payment_intents_by_the_reference_in_their_metadata(
+    stripe_processor: ProcessorClient, proxy: Proxy
+) -> None:
+    reference = f"{uuid.uuid4()}:authorize"
+    # stripe-mock's canned search result carries no such metadata: nothing found.
+    assert await stripe_processor.find(Operation.AUTHORIZE, idempotency_key=reference) is None
+    (seen,) = requests_starting(proxy, "/v1/payment_intents/search")
+    assert seen.status == 200  # stripe-mock accepted the query
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(seen.path).query)
+    assert query["query"] == [f"metadata['paymesh_reference']:'{reference}'"]
+    ours = {"id": "pi_found", "object": "payment_intent", "status": "requires_capture"}
+    ours["metadata"] = {"paymesh_reference": reference}  # type: ignore[assignment]
+    proxy.injected.append((200, stripe_list(ours, search=True)))
+    found = await stripe_processor.find(Operation.AUTHORIZE, idempotency_key=reference)
+    assert found is not None
+    assert (found.outcome, found.processor_ref) == (Outcome.SUCCEEDED, "pi_found")
+
+
+async def test_find_capture_and_void_read_the_payment_intents_status(
+    stripe_processor: ProcessorClient, proxy: Proxy
+) -> None:
+    # stripe-mock's canned PaymentIntent (requires_payment_method) was neither captured nor canceled.
+    assert await stripe_processor.find(Operation.CAPTURE, idempotency_key="", authorization_ref="pi_123") is None
+    assert [seen.status for seen in requests_starting(proxy, "/v1/payment_intents/pi_123")] == [200]
+    for status, operation, outcome in [
+        ("succeeded", Operation.CAPTURE, Outcome.SUCCEEDED),
+        ("canceled", Operation.CAPTURE, Outcome.DECLINED),
+        ("canceled", Operation.VOID, Outcome.SUCCEEDED),
+        ("requires_capture", Operation.VOID, None),
+    ]:
+        proxy.injected.append((200, {"id": "pi_123", "object": "payment_intent", "status": status}))
+        found = await stripe_processor.find(operation, idempotency_key="", authorization_ref="pi_123")
+        assert (found.outcome if found else None) is outcome, (status, operation)
+
+
+async def test_find_refund_and_payout_look_for_the_reference_among_the_listed_objects(
+    stripe_processor: ProcessorClient, proxy: Proxy
+) -> None:
+    reference = f"{uuid.uuid4()}:refund"
+    assert await stripe_processor.find(Operation.REFUND, idempotency_key=reference, authorization_ref="pi_123") is None
+    (listed,) = requests_starting(proxy, "/v1/refunds")
+    assert listed.status == 200
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(listed.path).query)["payment_intent"] == ["pi_123"]
+    other = {"id": "re_other", "object": "refund", "status": "succeeded", "metadata": {"paymesh_reference": "x"}}
+    ours = {"id": "re_ours", "object": "refund", "status": "pending", "metadata": {"paymesh_reference": reference}}
+    proxy.injected.append((200, stripe_list(other, ours)))
+    found = await stripe_processor.find(Operation.REFUND, idempotency_key=reference, authorization_ref="pi_123")
+    assert found is not None
+    assert (found.outcome, found.processor_ref) == (Outcome.PENDING, "re_ours")
+
+    payout_reference = f"{uuid.uuid4()}:payout"
+    assert await stripe_processor.find(Operation.PAYOUT, idempotency_key=payout_reference) is None
+    assert [seen.status for seen in requests_starting(proxy, "/v1/payouts")] == [200]
+    paid = {"id": "po_ours", "object": "payout", "status": "paid", "metadata": {"paymesh_reference": payout_reference}}
+    proxy.injected.append((200, stripe_list(paid)))
+    found = await stripe_processor.find(Operation.PAYOUT, idempotency_key=payout_reference)
+    assert found is not None
+    assert (found.outcome, found.processor_ref) == (Outcome.SUCCEEDED, "po_ours")
+
+
+async def test_a_webhook_carries_the_reference_its_object_was_created_with(stripe_processor: ProcessorClient) -> None:
+    obj = {"id": "po_7", "object": "payout", "status": "paid", "metadata": {"paymesh_reference": "p-1:payout"}}
+    payload = stripe_event("payout.paid", obj)
+    assert stripe_processor.parse_webhook(payload, stripe_signature(payload)).reference == "p-1:payout"
 
 
 # --- errors -----------------------------------------------------------------------------------

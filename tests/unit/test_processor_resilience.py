@@ -8,7 +8,9 @@ from collections.abc import Mapping
 import pytest
 
 from payment_svc.processor import (
+    Operation,
     Outcome,
+    ProcessorBusy,
     ProcessorError,
     ProcessorRejected,
     ProcessorResult,
@@ -300,6 +302,44 @@ async def test_only_unavailable_without_an_earlier_timeout_means_nothing_happene
         )  # fmt: skip
 
 
+async def test_a_5xx_may_have_acted_so_a_breaker_opening_after_it_leaves_the_outcome_unknown() -> None:
+    # A 5xx answer may come after the processor did the work (Stripe: indeterminate).
+    b = breaker(FakeClock(), failure_threshold=1)
+    op = Script(ProcessorUnavailable("500", may_have_acted=True), OK)
+    with pytest.raises(ProcessorTimeout, match=r"500; then: .*open"):
+        await call_resiliently(op, breaker=b, policy=RetryPolicy(3), sleep=RecordingSleep(), random=lambda: 0.5)
+    assert op.calls == 1
+
+
+async def test_a_busy_key_is_retried_but_does_not_count_against_the_breaker() -> None:
+    # "A request with this key is still running" says the processor is alive: one merchant's hanging
+    # payout must not open the breaker for everybody's card payments.
+    b = breaker(FakeClock(), failure_threshold=2, minimum_calls=1)
+    op = Script(*(ProcessorBusy("409 in use") for _ in range(5)))
+    with pytest.raises(ProcessorBusy):
+        await call_resiliently(op, breaker=b, policy=RetryPolicy(5), sleep=RecordingSleep(), random=lambda: 0.5)
+    assert op.calls == 5
+    assert state_of(b) is BreakerState.CLOSED
+
+
+def test_which_errors_may_have_acted_and_which_count_against_the_breaker() -> None:
+    table = {
+        "timeout": ProcessorTimeout("t"),
+        "busy": ProcessorBusy("409"),
+        "refused connection": ProcessorUnavailable("connect"),
+        "5xx": ProcessorUnavailable("500", may_have_acted=True),
+        "breaker open": CircuitOpen("sim", 1.0),
+        "rejected": ProcessorRejected("400"),
+    }
+    assert {name for name, e in table.items() if e.may_have_acted} == {"timeout", "busy", "5xx"}
+    assert {name for name, e in table.items() if e.counts_against_breaker} == {
+        "timeout",
+        "refused connection",
+        "5xx",
+        "breaker open",  # never recorded: acquire() raises it before any call
+    }
+
+
 async def test_retries_stop_as_soon_as_the_breaker_opens() -> None:
     b = breaker(FakeClock(), failure_threshold=2)
     op = Script(ProcessorUnavailable("1"), ProcessorUnavailable("2"), OK)
@@ -370,6 +410,11 @@ class FlakyProcessor:
     async def payout(self, *, idempotency_key: str, bank_account_token: str, amount: Money) -> ProcessorResult:
         return await self._answer("payout", idempotency_key)
 
+    async def find(
+        self, operation: Operation, *, idempotency_key: str, authorization_ref: str = ""
+    ) -> ProcessorResult | None:
+        return await self._answer(f"find {operation.value}", idempotency_key)
+
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         return WebhookEvent(
             event_id="evt_1", type="payout.paid", processor_ref="po_1", outcome=Outcome.SUCCEEDED, object_kind="payout"
@@ -393,6 +438,9 @@ async def test_every_operation_is_retried_with_the_same_idempotency_key() -> Non
     await processor.refund(idempotency_key="k-ref", authorization_ref="auth_1", amount=usd)
     result = await processor.payout(idempotency_key="k-po", bank_account_token="btok_success", amount=usd)
     assert result.processor_ref == "payout_ref"
+    found = await processor.find(Operation.PAYOUT, idempotency_key="k-find")
+    assert found is not None
+    assert found.processor_ref == "find payout_ref"
     assert inner.calls == [
         (method, key)
         for method, key in [
@@ -401,6 +449,7 @@ async def test_every_operation_is_retried_with_the_same_idempotency_key() -> Non
             ("void", "k-void"),
             ("refund", "k-ref"),
             ("payout", "k-po"),
+            ("find payout", "k-find"),
         ]
         for _ in range(2)
     ]
