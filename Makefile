@@ -58,7 +58,7 @@ test-unit: deps ## fast tests without I/O
 test: deps gen-check lint buf-breaking ## the whole suite: checks, unit, integration and end-to-end tests on real components
 	@$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
-bench: ## bounded load on loopback against the local mesh (ghz); see docs/performance.md
+bench: ## the money path under bounded load vs pgbench's ceiling, then the ledger check (BENCH_ARGS=--help); docs/performance.md
 	@PAYMESH_BENCH_TOOLS=1 bash devstack/bootstrap.sh
 	@$(PY) -m devstack up --profile local
 	@$(PY) -m devstack.bench $(BENCH_ARGS)

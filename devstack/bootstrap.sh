@@ -61,8 +61,23 @@ go_tool stripe-mock github.com/stripe/stripe-mock@v0.203.0
 go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0
 go_tool helm helm.sh/helm/v3/cmd/helm@v3.21.4 \
   "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=31"
+# `make bench` only (PAYMESH_BENCH_TOOLS=1): the load generators and the plot.
+# ghz: gRPC closed loop; vegeta: HTTP open loop at a fixed arrival rate (its
+# targets carry per-request headers, which a unique Idempotency-Key needs);
+# wrk (Debian): HTTP closed loop, scripted in Lua; pgbench ships with the
+# PostgreSQL server package above; matplotlib: the `bench` extra.
 if [ "${PAYMESH_BENCH_TOOLS:-0}" = 1 ]; then
   go_tool ghz github.com/bojand/ghz/cmd/ghz@v0.121.0
+  go_tool vegeta github.com/tsenart/vegeta/v12@v12.13.0
+  if ! command -v wrk >/dev/null; then
+    log "apt-get install wrk"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+  fi
+  if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    log "pip install -e .[bench]"
+    python3 -m pip install -q --disable-pip-version-check -e '.[bench]'
+  fi
 fi
 
 # --- Maven Central: the Kafka broker ------------------------------------------

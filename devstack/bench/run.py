@@ -1,0 +1,171 @@
+"""The whole bench, in order: idle sample, ceiling, set-up, closed loops, open loop, ledger check, report."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from devstack.bench import envoy_admin, loadgen, report
+from devstack.bench.ceiling import Ceiling, CeilingFailed
+from devstack.bench.checks import Book, LedgerCheck, Stores
+from devstack.bench.customers import SetupFailed
+from devstack.bench.options import CEILING, CLOSED, OPEN, Options, parse
+from devstack.bench.scenarios import Runner, Step, ceiling_step, set_up, stack_cpu
+from devstack.bench.stats import best, cpu_rate
+from devstack.cpu import spent
+from devstack.ports import HOST
+from devstack.stack import ALL, Stack
+
+PROFILE = "local"
+# The open loop stays this far under the edge's payment bucket, so that the
+# bucket (production limits in the local profile) never shapes the arrivals.
+_BUCKET_HEADROOM = 0.9
+
+
+def _say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def _load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _needed_tools(options: Options) -> list[str]:
+    tools = {"wrk": ("http", "deposit", "hot-merchant"), "ghz": ("grpc-edge", "grpc-direct"), "vegeta": (OPEN,)}
+    return [name for name, users in tools.items() if any(s in options.scenarios for s in users)]
+
+
+def _open_rate(options: Options, steps: list[Step], bucket_per_second: int, notes: list[str]) -> int:
+    if options.open_rate is not None:
+        rate = options.open_rate
+    else:
+        closed = [s for s in steps if s.mode == "closed"]
+        http = [s for s in closed if s.scenario == "http"] or closed
+        saturating = best(s.result.per_second for s in http)
+        if not http or saturating != saturating or saturating <= 0:
+            raise SystemExit("--open-rate auto needs a closed-loop scenario in the run (or give --open-rate N)")
+        rate = options.open_fraction * saturating
+        notes.append(
+            f"open-loop rate: {options.open_fraction:g} × the best {http[0].scenario} closed-loop rate of this run"
+            f" ({saturating:,.1f}/s)"
+        )
+    cap = int(bucket_per_second * _BUCKET_HEADROOM)
+    if rate > cap:
+        notes.append(f"open-loop rate capped at {cap}/s, under the edge's payment bucket ({bucket_per_second}/s)")
+        rate = cap
+    return max(1, round(rate))
+
+
+def _payments(
+    options: Options,
+    stack: Stack,
+    roots: dict[str, int],
+    idle: dict[str, float],
+    work: Path,
+    steps: list[Step],
+    notes: list[str],
+) -> LedgerCheck:
+    with httpx.Client(base_url=f"http://{HOST}:{stack.ports.envoy}", timeout=30) as edge:
+        _say(f"setting up {options.payers} payers, {options.payers} payees and a merchant through the edge")
+        population = set_up(edge, options.payers)
+        stores = Stores(stack)
+        wallets = {c.wallet_id: c.label for c in population.everyone}
+        book = Book(
+            since=stores.now(),
+            balances=stores.balances(list(wallets)),
+            labels=wallets,
+            payer_wallets=[p.wallet_id for p in population.payers],
+        )
+        runner = Runner(options, stack.ports, roots, stores, edge, population, idle, work)
+        for scenario in (s for s in CLOSED if s in options.scenarios):
+            for concurrency in options.concurrency:
+                _say(f"{scenario}: {options.duration} s at {concurrency} in flight")
+                steps.append(runner.closed(scenario, concurrency))
+                _progress(steps[-1])
+        if OPEN in options.scenarios:
+            bucket = envoy_admin.payment_bucket(PROFILE, stack.ports).per_second
+            rate = _open_rate(options, steps, bucket, notes)
+            _say(f"open loop: {options.open_duration} s at {rate} payments/s")
+            steps.append(runner.open(rate))
+            _progress(steps[-1])
+        _say(f"ledger check (waiting up to {options.settle_timeout} s for unfinished payments)")
+        return stores.ledger_check(book, options.settle_timeout)
+
+
+def _progress(step: Step) -> None:
+    result = step.result
+    if step.mode == "ceiling":
+        cpu = f"PostgreSQL {report.database_ms(step):.2f} ms CPU/transfer"
+    else:
+        cpu = f"money path {step.cpu.groups.get('money path', 0):.1f} ms CPU/payment"
+    drain = f", event backlog drained in {step.drain.seconds:.1f} s" if step.drain else ""
+    _say(
+        f"  → {result.per_second:.1f}/s, p50 {result.latency.p50:.1f} ms, p99 {result.latency.p99:.1f} ms,"
+        f" {sum(result.errors.values())} errors, {cpu}, other tenants {step.others_cores:.2f} cores{drain}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    try:
+        for name in _needed_tools(options):
+            loadgen.tool(name)
+    except loadgen.ToolMissing as missing:
+        sys.exit(str(missing))
+    stack = Stack.for_profile(PROFILE)
+    roots = stack.pids()
+    if set(roots) != set(ALL):
+        sys.exit(f"the local stack is not (fully) running: missing {sorted(set(ALL) - set(roots))}; run `make up`")
+    started, stamp = time.strftime("%Y-%m-%d %H:%M"), time.strftime("%Y%m%dT%H%M%S")
+    load_before = _load_average()
+    _say(f"idle sample: {options.idle_seconds} s")
+    first = stack_cpu(roots)
+    time.sleep(options.idle_seconds)
+    idle = cpu_rate(spent(first, stack_cpu(roots)), options.idle_seconds)
+    steps: list[Step] = []
+    notes: list[str] = []
+    ledger = None
+    with tempfile.TemporaryDirectory(prefix="paymesh-bench-") as work:
+        if CEILING in options.scenarios:
+            try:
+                with Ceiling(stack, options.ceiling_accounts) as ceiling:
+                    for clients in options.ceiling_clients:
+                        _say(f"ceiling: pgbench, {options.ceiling_duration} s at {clients} clients")
+                        run = functools.partial(ceiling.run, clients, options.ceiling_duration)
+                        steps.append(ceiling_step(functools.partial(stack_cpu, roots), run, clients))
+                        _progress(steps[-1])
+            except CeilingFailed as failed:
+                sys.exit(f"the ceiling's scratch database: {failed}")
+        if any(s != CEILING for s in options.scenarios):
+            try:
+                ledger = _payments(options, stack, roots, idle, Path(work), steps, notes)
+            except SetupFailed as failed:
+                sys.exit(f"set-up through the edge failed: {failed}")
+    result = report.Report(
+        started=started,
+        options=options,
+        steps=steps,
+        ledger=ledger,
+        idle_cpu_ms_per_s={name: 1000 * rate for name, rate in sorted(idle.items())},
+        load_average=(load_before, _load_average()),
+        notes=notes,
+    )
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    base = options.out_dir / stamp
+    text = report.markdown(result)
+    base.with_suffix(".md").write_text(text)
+    base.with_suffix(".json").write_text(report.as_json(result))
+    plotted = report.plot(result, base.with_suffix(".png"))
+    print("\n" + text)
+    print(
+        f"report: {base}.md, .json" + (", .png" if plotted else " (no plot: matplotlib missing, see the bench extra)")
+    )
+    if ledger is not None and not ledger.ok:
+        print("ledger check FAILED", file=sys.stderr)
+        return 1
+    return 0
