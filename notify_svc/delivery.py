@@ -2,15 +2,16 @@
 
 Any number of replicas run it. Each loop claims a batch of due deliveries
 (FOR UPDATE SKIP LOCKED plus a lease, see store.claim_due), attempts them
-concurrently, and records each outcome only if its claim still holds:
-delivered; retried later (exponential backoff with full jitter); or, after
-the last attempt, dead-lettered — the row then waits for the DLQ topic, and
-publishing it is retried until Kafka takes it.
+concurrently, then records the round's outcomes in one statement, each only
+if its claim still holds: delivered; retried later (exponential backoff with
+full jitter); or, after the last attempt, dead-lettered — the row then waits
+for the DLQ topic, and publishing it is retried until Kafka takes it.
 
 Delivery is at least once. A crash after the recipient accepted and before
-the outcome is recorded repeats the send once the lease expires: email keeps
-its Message-ID and webhooks their Paymesh-Event-Id, for the recipient to
-dedupe.
+the outcome is recorded (at the end of the round, within the lease: every
+send is bounded by its timeout, and the lease exceeds twice the timeouts)
+repeats the send once the lease expires: email keeps its Message-ID and
+webhooks their Paymesh-Event-Id, for the recipient to dedupe.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ import httpx
 from notify_svc import webhooks
 from notify_svc.dead_letters import DeadLetterProducer
 from notify_svc.mailer import Email, SmtpMailer
-from notify_svc.store import EMAIL, Delivery, NotifyStore
+from notify_svc.store import CANCELED, DEAD_LETTERED, DELIVERED, EMAIL, PENDING, Delivery, NotifyStore, Outcome
+from paymesh_runtime import telemetry
 from paymesh_runtime.backoff import full_jitter
 from paymesh_runtime.sealing import SecretSealer
 from paymesh_runtime.webhook_signatures import SIGNATURE_HEADER, signature_header
 
 log = logging.getLogger(__name__)
+# How often a worker looks for dead letters it did not make itself.
+DEAD_LETTER_CHECK_SECONDS = 10.0
 
 
 class DeliveryFailed(Exception):
@@ -128,6 +132,9 @@ class DeliveryWorker:
         self._dead_letters = dead_letters
         self._policy = policy
         self._random = rand
+        # When to look for dead letters to publish next: at once after this worker made
+        # one, else now and then (a replica may have died before publishing its own).
+        self._next_dead_letter_check = 0.0
 
     async def run(self) -> None:
         while True:
@@ -136,35 +143,47 @@ class DeliveryWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the database is down: wait and retry
-                log.warning("delivery worker paused: %s: %s", type(error).__name__, error)
+                log.warning("delivery worker paused: %s", telemetry.describe_error(error))
                 worked = 0
             if not worked:
                 await asyncio.sleep(self._policy.poll_seconds)
 
     async def run_once(self) -> int:
-        """One round: attempt a batch of due deliveries, publish dead letters."""
+        """One round: attempt a batch of due deliveries, record the outcomes, publish dead letters."""
         deliveries = await self._store.claim_due(self._policy.batch_size, self._policy.lease_seconds)
-        await asyncio.gather(*(self._attempt(delivery) for delivery in deliveries))
+        outcomes = await asyncio.gather(*(self._attempt(delivery) for delivery in deliveries))
+        applied = await self._store.record_outcomes(outcomes)
+        for outcome in outcomes:
+            if outcome.state == DEAD_LETTERED:
+                self._next_dead_letter_check = 0.0
+            elif outcome.state == DELIVERED and outcome.delivery.notification_id not in applied:
+                log.info(
+                    "delivery %s was sent after its claim lapsed or it was canceled", outcome.delivery.notification_id
+                )
         return len(deliveries) + await self._publish_dead_letters()
 
     async def _publish_dead_letters(self) -> int:
-        try:
-            return await self._store.publish_dead_letters(self._dead_letters.send_dead_letter, self._policy.batch_size)
-        except Exception as error:  # Kafka is down: the rows wait for the next round
-            log.warning("dead letters wait for Kafka: %s: %s", type(error).__name__, error)
+        if time.monotonic() < self._next_dead_letter_check:
             return 0
+        try:
+            published = await self._store.publish_dead_letters(
+                self._dead_letters.send_dead_letter, self._policy.batch_size
+            )
+        except Exception as error:  # Kafka is down: the rows wait for the next round
+            log.warning("dead letters wait for Kafka: %s", telemetry.describe_error(error))
+            return 0
+        if published < self._policy.batch_size:
+            self._next_dead_letter_check = time.monotonic() + DEAD_LETTER_CHECK_SECONDS
+        return published
 
-    async def _attempt(self, delivery: Delivery) -> None:
+    async def _attempt(self, delivery: Delivery) -> Outcome:
         if delivery.channel != EMAIL and delivery.url is None:
-            await self._store.mark_canceled(delivery, "endpoint deleted")
-            return
+            return Outcome(delivery, CANCELED, "endpoint deleted")
         try:
             await self._send(delivery)
         except Exception as error:
-            await self._failed(delivery, _describe(error))
-            return
-        if not await self._store.mark_delivered(delivery):
-            log.info("delivery %s was sent after its claim lapsed or it was canceled", delivery.notification_id)
+            return self._failed(delivery, _describe(error))
+        return Outcome(delivery, DELIVERED)
 
     async def _send(self, delivery: Delivery) -> None:
         if delivery.channel != EMAIL:
@@ -183,16 +202,15 @@ class DeliveryWorker:
             )
         )
 
-    async def _failed(self, delivery: Delivery, error: str) -> None:
+    def _failed(self, delivery: Delivery, error: str) -> Outcome:
         policy = self._policy
         if delivery.attempts >= policy.max_attempts:
             log.warning(
                 "delivery %s dead-lettered after %d attempts: %s", delivery.notification_id, delivery.attempts, error
             )
-            await self._store.mark_dead(delivery, error)
-            return
+            return Outcome(delivery, DEAD_LETTERED, error)
         delay = full_jitter(delivery.attempts, policy.backoff_base_seconds, policy.backoff_max_seconds, self._random)
-        await self._store.schedule_retry(delivery, delay, error)
+        return Outcome(delivery, PENDING, error, retry_in_seconds=delay)
 
 
 def _describe(error: Exception) -> str:

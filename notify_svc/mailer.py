@@ -13,13 +13,13 @@ and clients that dedupe).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import smtplib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.header import Header
-from email.mime.text import MIMEText
 from email.utils import formatdate
 
 # Sent in EHLO. Without it smtplib resolves this host's fully qualified name on every connection.
@@ -56,15 +56,20 @@ class SmtpMailer:
         await asyncio.to_thread(self._threads.shutdown)
 
     def _message(self, email: Email) -> bytes:
-        # The compat32 MIMEText: building an EmailMessage parses every header it is given.
-        message = MIMEText(email.body, "plain", "utf-8")
-        message["From"] = self._sender
-        message["To"] = email.to
-        message["Subject"] = email.subject if email.subject.isascii() else Header(email.subject, "utf-8").encode()
-        message["Date"] = formatdate(usegmt=True)
-        message["Message-ID"] = email.message_id
-        message["X-Paymesh-Event-Id"] = email.event_id
-        return message.as_bytes()
+        # Rendered here rather than by the email package: its header folding costs
+        # ~0.8 ms of CPU per message, more than the rest of a delivery together.
+        headers = (
+            ("From", self._sender),
+            ("To", email.to),
+            ("Subject", email.subject),
+            ("Date", formatdate(usegmt=True)),
+            ("Message-ID", email.message_id),
+            ("X-Paymesh-Event-Id", email.event_id),
+        )
+        lines = [f"{name}: {_header_value(name, value)}" for name, value in headers]
+        lines += ["MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"', "Content-Transfer-Encoding: base64"]
+        body = base64.encodebytes(email.body.encode()).replace(b"\n", b"\r\n")
+        return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
 
     def _send_blocking(self, to: str, message: bytes) -> None:
         reused: smtplib.SMTP | None = getattr(self._local, "smtp", None)
@@ -97,3 +102,10 @@ class SmtpMailer:
         if smtp is not None:
             with contextlib.suppress(OSError):
                 smtp.close()
+
+
+def _header_value(name: str, value: str) -> str:
+    """A header's value as sent: as is when ASCII, RFC 2047 encoded otherwise; never a line break."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"the {name} header must not contain a line break")
+    return value if value.isascii() else Header(value, "utf-8", header_name=name).encode()

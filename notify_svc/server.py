@@ -14,6 +14,7 @@ import httpx
 from notify_svc.consumer import EventConsumer, kafka_consumer_factory
 from notify_svc.dead_letters import DeadLetterProducer
 from notify_svc.delivery import DeliveryWorker, RetryPolicy, WebhookSender
+from notify_svc.ingest import EventRecorder
 from notify_svc.mailer import SmtpMailer
 from notify_svc.service import NotifyService
 from notify_svc.settings import NotifySettings
@@ -47,10 +48,11 @@ async def build(settings: NotifySettings) -> app.ServiceApp:
     store = NotifyStore(engine)
     dead_letters = DeadLetterProducer(kafka_producer_factory(settings.kafka_bootstrap_servers), settings.dlq_topic)
     consumer = EventConsumer(
-        store,
+        EventRecorder(engine),
         dead_letters,
         kafka_consumer_factory(settings.kafka_bootstrap_servers, settings.consumer_group, settings.consumer_topics),
         consumer_group=settings.consumer_group,
+        max_records=settings.consumer_batch_size,
         retry_max_seconds=settings.consumer_retry_max_seconds,
     )
     # No redirects (a 3xx is a failed attempt) and no proxies from the environment.

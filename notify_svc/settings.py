@@ -20,6 +20,9 @@ class NotifySettings(ServiceSettings):
         (TOPIC_PAYMENTS, TOPIC_WALLETS, TOPIC_USERS), description="Event topics consumed (JSON list)."
     )
     dlq_topic: str = Field(TOPIC_NOTIFICATIONS_DLQ, description="Dead-letter topic for poison events and failures.")
+    consumer_batch_size: int = Field(
+        200, ge=1, le=2000, description="Records read per poll and stored in one database transaction."
+    )
     consumer_retry_max_seconds: float = Field(
         30.0, gt=0, description="Longest pause before re-reading an event after a transient database error."
     )

@@ -4,7 +4,8 @@ The invariants live in the schema (migrations/versions/0002): one processed
 row per event id, one notification per (event, EMAIL, user) and per (event,
 WEBHOOK, endpoint), states and channels by CHECK. Deliveries are claimed with
 FOR UPDATE SKIP LOCKED and a lease, and every later update is conditional on
-the claim, so replicas never work one delivery at the same time.
+the claim, so replicas never work one delivery at the same time. The
+consumer's writes are in notify_svc.ingest.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import (
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -29,15 +31,13 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import Tuple
-
-from notify_svc.notifications import Plan
-from paymesh_runtime.sql import compiled_once
 
 metadata = MetaData()
 
@@ -110,17 +110,6 @@ def micros(moment: datetime) -> int:
 
 def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
-
-
-@dataclass(frozen=True)
-class IncomingEvent:
-    """A decoded event as the consumer stores it."""
-
-    event_id: uuid.UUID
-    event_type: str
-    payload: bytes  # the envelope as received (protobuf binary)
-    # The envelope as JSON, the body merchants receive: rendered only for an event some endpoint wants.
-    webhook_body: Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -202,19 +191,67 @@ def _endpoint(row: Row[tuple[object, ...]]) -> EndpointRecord:
     return EndpointRecord(row.endpoint_id, row.owner_id, row.url, tuple(row.event_types), row.create_time)
 
 
-# Hot statements, compiled once (paymesh_runtime.sql).
-_FIRST_SEEN = compiled_once(
-    insert(processed_event)
-    .values(event_id=bindparam("event_id"), event_type=bindparam("event_type"))
-    .on_conflict_do_nothing(index_elements=["event_id"])
-    .returning(processed_event.c.event_id)
+@dataclass(frozen=True)
+class Outcome:
+    """How one claimed delivery's attempt ended."""
+
+    delivery: Delivery
+    state: str  # DELIVERED, DEAD_LETTERED, CANCELED, or PENDING to retry
+    error: str | None = None  # why it failed (or was canceled)
+    retry_in_seconds: float | None = None  # PENDING: when to try again
+
+
+# One statement: SKIP LOCKED takes due rows no other worker holds, the update
+# counts the attempt and sets the lease, and the claimed rows come back with
+# what a send needs (the recipient's address, the endpoint's URL and secret).
+_CLAIM_DUE = (
+    text(
+        "WITH due AS (SELECT notification_id FROM notification WHERE state = 'PENDING' AND next_attempt_at <= now() "
+        "ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED), "
+        "claimed AS (UPDATE notification AS n SET attempts = n.attempts + 1, claim_token = :token, "
+        "next_attempt_at = now() + make_interval(secs => :lease) FROM due "
+        "WHERE n.notification_id = due.notification_id "
+        "RETURNING n.notification_id, n.claim_token, n.channel, n.user_id, n.event_id, n.event_type, n.subject, "
+        "n.body, n.attempts, n.endpoint_id) "
+        "SELECT c.*, u.email, e.url, e.secret_sealed FROM claimed AS c "
+        "LEFT JOIN user_contact AS u ON u.user_id = c.user_id "
+        "LEFT JOIN webhook_endpoint AS e ON e.endpoint_id = c.endpoint_id"
+    )
+    .bindparams(
+        bindparam("limit", type_=Integer()),
+        bindparam("token", type_=UUID(as_uuid=True)),
+        bindparam("lease", type_=Float()),
+    )
+    .columns(
+        notification_id=UUID(as_uuid=True),
+        claim_token=UUID(as_uuid=True),
+        event_id=UUID(as_uuid=True),
+        endpoint_id=UUID(as_uuid=True),
+    )
 )
-_NOTIFICATION_COLUMNS = (
-    "notification_id", "user_id", "channel", "endpoint_id", "event_id", "event_type", "event_payload", "subject",
-    "body",
-)  # fmt: skip
-_ADD_NOTIFICATION = compiled_once(
-    insert(notification).values({name: bindparam(name) for name in _NOTIFICATION_COLUMNS}).on_conflict_do_nothing()
+
+# The claim must still hold: a delivery canceled meanwhile, or one whose lease
+# lapsed and that another worker claimed again, keeps what happened to it.
+_RECORD_OUTCOMES = (
+    text(
+        "UPDATE notification AS n SET state = o.state, claim_token = NULL, last_error = o.last_error, "
+        "delivered_time = CASE WHEN o.state = 'DELIVERED' THEN now() END, "
+        "next_attempt_at = CASE WHEN o.delay IS NULL THEN n.next_attempt_at "
+        "ELSE now() + make_interval(secs => o.delay) END "
+        "FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS uuid[]), CAST(:states AS varchar[]), "
+        "CAST(:errors AS varchar[]), CAST(:delays AS float8[])) "
+        "AS o(notification_id, claim_token, state, last_error, delay) "
+        "WHERE n.notification_id = o.notification_id AND n.claim_token = o.claim_token AND n.state = 'PENDING' "
+        "RETURNING n.notification_id"
+    )
+    .columns(notification_id=UUID(as_uuid=True))
+    .bindparams(
+        bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
+        bindparam("tokens", type_=ARRAY(UUID(as_uuid=True))),
+        bindparam("states", type_=ARRAY(String())),
+        bindparam("errors", type_=ARRAY(String())),
+        bindparam("delays", type_=ARRAY(Float())),
+    )
 )
 
 
@@ -223,92 +260,8 @@ class NotifyStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-
-    # --- the consumer ----------------------------------------------------------
-
-    async def record_event(self, event: IncomingEvent, plan: Plan) -> bool:
-        """Stores an event's notifications once; False if the event id was seen before.
-
-        The processed_event row and the notifications commit together, so a
-        redelivered event (relay or consumer retry) finds its id and adds nothing.
-        """
-        async with self._engine.begin() as conn:
-            first = await conn.scalar(_FIRST_SEEN, {"event_id": event.event_id, "event_type": event.event_type})
-            if first is None:
-                return False
-            if plan.contact is not None:
-                await self._save_contact(conn, plan)
-            await self._add_emails(conn, event, plan)
-            await self._add_webhooks(conn, event, plan)
-        return True
-
-    @staticmethod
-    async def _save_contact(conn: AsyncConnection, plan: Plan) -> None:
-        contact = plan.contact
-        assert contact is not None
-        values = {"email": contact.email[:254], "display_name": contact.display_name[:100], "updated_at": func.now()}
-        await conn.execute(
-            insert(user_contact)
-            .values(user_id=contact.user_id, **values)
-            .on_conflict_do_update(index_elements=["user_id"], set_=values)
-        )
-
-    @staticmethod
-    async def _add_emails(conn: AsyncConnection, event: IncomingEvent, plan: Plan) -> None:
-        if not plan.emails:
-            return
-        rows = [
-            {
-                "notification_id": uuid.uuid4(),
-                "user_id": notice.user_id,
-                "channel": EMAIL,
-                "endpoint_id": None,
-                "event_id": event.event_id,
-                "event_type": event.event_type,
-                "event_payload": event.payload,
-                "subject": notice.subject[:MAX_SUBJECT_LENGTH],
-                "body": notice.body,
-            }
-            for notice in plan.emails
-        ]
-        await conn.execute(_ADD_NOTIFICATION, rows)
-
-    @staticmethod
-    async def _add_webhooks(conn: AsyncConnection, event: IncomingEvent, plan: Plan) -> None:
-        if not plan.parties:
-            return
-        e = webhook_endpoint
-        # FOR SHARE: a concurrent DeleteWebhookEndpoint waits for this
-        # transaction, then cancels the deliveries it adds.
-        endpoints = (
-            await conn.execute(
-                select(e.c.endpoint_id, e.c.owner_id)
-                .where(
-                    e.c.owner_id.in_(sorted(plan.parties)),
-                    e.c.deleted_at.is_(None),
-                    e.c.event_types.overlap([event.event_type, "*"]),
-                )
-                .with_for_update(read=True)
-            )
-        ).all()
-        if not endpoints:
-            return
-        body = event.webhook_body()
-        rows = [
-            {
-                "notification_id": uuid.uuid4(),
-                "user_id": endpoint.owner_id,
-                "channel": WEBHOOK,
-                "endpoint_id": endpoint.endpoint_id,
-                "event_id": event.event_id,
-                "event_type": event.event_type,
-                "event_payload": event.payload,
-                "subject": f"Webhook {event.event_type}"[:MAX_SUBJECT_LENGTH],
-                "body": body,
-            }
-            for endpoint in endpoints
-        ]
-        await conn.execute(_ADD_NOTIFICATION, rows)
+        # For the worker's single-statement writes: no BEGIN and COMMIT round trips around them.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # --- the delivery worker ---------------------------------------------------
 
@@ -320,75 +273,32 @@ class NotifyStore:
         workers after this short transaction commits, and counts the attempt
         before it is made, so a worker that dies mid-send still used one.
         """
-        token = uuid.uuid4()
-        n = notification
-        due = (
-            select(n.c.notification_id)
-            .where(n.c.state == PENDING, n.c.next_attempt_at <= func.now())
-            .order_by(n.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte("due")
-        )
-        claim = (
-            n.update()
-            .where(n.c.notification_id == due.c.notification_id)
-            .values(
-                attempts=n.c.attempts + 1,
-                claim_token=token,
-                next_attempt_at=func.now() + timedelta(seconds=lease_seconds),
-            )
-            .returning(n.c.notification_id)
-        )
-        async with self._engine.begin() as conn:
-            claimed = (await conn.execute(claim)).scalars().all()
-            if not claimed:
-                return []
-            rows = (
-                await conn.execute(
-                    select(
-                        n,
-                        user_contact.c.email,
-                        webhook_endpoint.c.url,
-                        webhook_endpoint.c.secret_sealed,
-                    )
-                    .outerjoin(user_contact, user_contact.c.user_id == n.c.user_id)
-                    .outerjoin(webhook_endpoint, webhook_endpoint.c.endpoint_id == n.c.endpoint_id)
-                    .where(n.c.notification_id.in_(claimed))
-                )
-            ).all()
+        async with self._autocommit.connect() as conn:
+            claim = {"limit": limit, "token": uuid.uuid4(), "lease": lease_seconds}
+            rows = (await conn.execute(_CLAIM_DUE, claim)).all()
         return [_delivery(row) for row in rows]
 
-    async def mark_delivered(self, delivery: Delivery) -> bool:
-        return await self._finish(delivery, state=DELIVERED, delivered_time=func.now(), last_error=None)
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
+        """Applies a round's attempt outcomes in one statement, each only if its claim still holds.
 
-    async def schedule_retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
-        return await self._finish(
-            delivery,
-            next_attempt_at=func.now() + timedelta(seconds=delay_seconds),
-            last_error=error[:MAX_ERROR_LENGTH],
-        )
-
-    async def mark_dead(self, delivery: Delivery, error: str) -> bool:
-        return await self._finish(delivery, state=DEAD_LETTERED, last_error=error[:MAX_ERROR_LENGTH])
-
-    async def mark_canceled(self, delivery: Delivery, reason: str) -> bool:
-        return await self._finish(delivery, state=CANCELED, last_error=reason[:MAX_ERROR_LENGTH])
-
-    async def _finish(self, delivery: Delivery, **values: object) -> bool:
-        """Applies an attempt's outcome if this worker's claim still holds."""
-        n = notification
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                n.update()
-                .where(
-                    n.c.notification_id == delivery.notification_id,
-                    n.c.claim_token == delivery.claim_token,
-                    n.c.state == PENDING,
-                )
-                .values(claim_token=None, **values)
+        Returns the notification ids whose outcome was applied; the others were
+        canceled meanwhile or their lease lapsed and another worker took them.
+        """
+        if not outcomes:
+            return set()
+        ordered = sorted(outcomes, key=lambda outcome: outcome.delivery.notification_id)  # one lock order
+        async with self._autocommit.connect() as conn:
+            applied = await conn.execute(
+                _RECORD_OUTCOMES,
+                {
+                    "ids": [o.delivery.notification_id for o in ordered],
+                    "tokens": [o.delivery.claim_token for o in ordered],
+                    "states": [o.state for o in ordered],
+                    "errors": [o.error[:MAX_ERROR_LENGTH] if o.error is not None else None for o in ordered],
+                    "delays": [o.retry_in_seconds for o in ordered],
+                },
             )
-        return bool(result.rowcount)
+            return set(applied.scalars())
 
     async def publish_dead_letters(self, publish: Callable[[DeadLetter], Awaitable[None]], limit: int) -> int:
         """Hands dead letters not yet on the DLQ topic to `publish`, then marks them.

@@ -1,4 +1,4 @@
-"""The one mapper from exceptions to gRPC statuses, as a server interceptor.
+"""The one mapper from exceptions to gRPC statuses (applied by paymesh_runtime.interceptors).
 
 PaymeshError → its code with google.rpc.ErrorInfo (+ BadRequest for a field).
 Anything else → INTERNAL with reason INTERNAL_ERROR and a generic message;
@@ -16,11 +16,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from paymesh_runtime.errors import DOMAIN, Code, PaymeshError, Unavailable
-from paymesh_runtime.interceptors import UnaryCall, UnaryInterceptor
 
 log = logging.getLogger(__name__)
 
 _GRPC_CODES: dict[Code, grpc.StatusCode] = {c: grpc.StatusCode[c.value] for c in Code}
+_BY_NUMBER: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
 
 
 def status_for(error: PaymeshError) -> status_pb2.Status:
@@ -50,26 +50,23 @@ async def abort_with(context: Any, status: status_pb2.Status) -> None:
     await context.abort_with_status(rpc_status.to_status(status))
 
 
-class ErrorMappingInterceptor(UnaryInterceptor):
-    """Turns every exception of a unary handler into a documented status."""
+def status_for_exception(error: Exception, method: str) -> status_pb2.Status:
+    """The status a unary handler's exception answers with; the unexpected ones are logged."""
+    if isinstance(error, PaymeshError):
+        return status_for(error)
+    if isinstance(error, NotImplementedError):
+        # The generated servicer base for a method not built yet.
+        return status_pb2.Status(code=code_pb2.UNIMPLEMENTED, message=f"{method} is not implemented")
+    if isinstance(error, grpc.aio.AioRpcError):
+        # A downstream service failed in a way this one did not expect.
+        log.warning("downstream call failed in %s: %s", method, error.code())
+        return status_for(_downstream(error))
+    log.error("unhandled error in %s", method, exc_info=error)
+    return internal_status()
 
-    async def around(self, call: UnaryCall, request: Any, context: Any, method: str) -> Any:
-        try:
-            return await call(request, context)
-        except PaymeshError as error:
-            await abort_with(context, status_for(error))
-        except grpc.aio.AbortError:
-            raise
-        except NotImplementedError:
-            # The generated servicer base for a method not built yet.
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
-        except grpc.aio.AioRpcError as error:
-            # A downstream service failed in a way this one did not expect.
-            log.warning("downstream call failed in %s: %s", method, error.code())
-            await abort_with(context, status_for(_downstream(error)))
-        except Exception:
-            log.exception("unhandled error in %s", method)
-            await abort_with(context, internal_status())
+
+def status_code_of(status: status_pb2.Status) -> grpc.StatusCode:
+    return _BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
 
 
 def _downstream(error: grpc.aio.AioRpcError) -> PaymeshError:

@@ -1,27 +1,107 @@
-"""The one place that knows how to wrap a unary gRPC handler.
+"""The one server interceptor of every service: traced, counted, timed, errors mapped.
 
-Interceptors subclass UnaryInterceptor and implement `around(call, request,
-context, method)`; streaming handlers pass through untouched.
+`MeshServerInterceptor` replaces what used to be a chain of three
+(OpenTelemetry's gRPC instrumentation, metrics, error mapping): one wrapper per
+unary method, built on the method's first call and reused, doing per call only
+what depends on the call. Streaming handlers (health Watch, reflection) pass
+through untouched.
+
+Services may still add interceptors of their own (`UnaryInterceptor`
+subclasses implementing `around(call, request, context, method)`); they run
+inside the mesh interceptor, so their time is in the span and the metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from paymesh_runtime import telemetry
+from paymesh_runtime.grpc_errors import abort_with, status_code_of, status_for_exception
 
 UnaryCall = Callable[[Any, Any], Awaitable[Any]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any]"]]
+
+
+class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
+    """Span, metrics and the error mapping of every unary call, in one wrapper per method.
+
+    `reuse_handlers`: the wrapped handler of a method is kept and returned
+    without asking the rest of the chain again. Right only when this is the
+    last interceptor (the chain then ends at the server's own, fixed method
+    table); `create_server` turns it off when a service adds interceptors.
+    """
+
+    def __init__(self, *, reuse_handlers: bool = True, tracer: trace.Tracer | None = None) -> None:
+        self._tracer = tracer or telemetry.tracer()
+        self._reuse = reuse_handlers
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        method: str = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._unary(handler.unary_unary, telemetry.MethodTelemetry(method)),  # type: ignore[arg-type]
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        if self._reuse:
+            self._handlers[method] = wrapped
+        return wrapped
+
+    def _unary(self, call: UnaryCall, method: telemetry.MethodTelemetry) -> UnaryCall:
+        tracer = self._tracer
+
+        async def traced(request: Any, context: Any) -> Any:
+            span, token = telemetry.start_server_span(tracer, method, context.invocation_metadata(), context.peer())
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            unexpected: BaseException | None = None
+            try:
+                response = await call(request, context)
+                code = context.code() or code  # a handler may set a code without raising
+                return response
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # the handler aborted with its own status
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                status = status_for_exception(error, method.name)
+                code = status_code_of(status)
+                if code is grpc.StatusCode.INTERNAL:
+                    unexpected = error
+                await abort_with(context, status)
+            finally:
+                method.observe(code, time.perf_counter() - start)
+                telemetry.end_span(span, code, unexpected, server=True)
+                otel_context.detach(token)
+
+        return traced
 
 
 class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
+    """Base of a service's own interceptor: wraps each unary call in `around`."""
+
     async def around(self, call: UnaryCall, request: Any, context: Any, method: str) -> Any:
         raise NotImplementedError
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:

@@ -12,18 +12,33 @@ through a PostgreSQL advisory lock held on the relay's connection, so several
 replicas share the work without ever publishing one aggregate's events out of
 order. Delivery is at least once: a crash between publishing and marking
 republishes the batch, and consumers deduplicate on the event id.
+
+A round reads up to `batch_size` unpublished rows (in position order, so in
+order per aggregate), hands them all to the producer without waiting for each
+(it batches them per partition; `linger_ms`), waits for every acknowledgement
+and marks the rows published in one statement. Idle, the relay polls less
+and less often (from `idle_seconds` doubling up to `max_idle_seconds`) and a
+replica without shards tries to claim some every `claim_every_seconds`; a
+round that found rows polls again soon. (LISTEN/NOTIFY would wake it sooner,
+but a NOTIFY in the writer's transaction serializes every such commit on one
+database-wide lock: a cost on the money path to save a poll on an idle one.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from opentelemetry import propagate
 from sqlalchemy import (
@@ -32,23 +47,26 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     SmallInteger,
     String,
     Table,
+    any_,
     bindparam,
     delete,
     func,
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.events.v1 import events_pb2
 from paymesh_runtime.settings import ServiceSettings
 from paymesh_runtime.sql import compiled_once
+from paymesh_runtime.telemetry import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +74,13 @@ CONTENT_TYPE = "application/x-protobuf; proto=paymesh.events.v1.Event"
 SHARDS = 8
 # Advisory lock namespace ("pmob"), so shard locks never collide with others.
 LOCK_NAMESPACE = 0x706D6F62
+
+
+# CASE: the lock is tried only for shards not owned yet (AND does not fix an evaluation order).
+_CLAIM_SHARDS = text(
+    "SELECT shard FROM generate_series(0, :last) AS shard "
+    "WHERE CASE WHEN shard = ANY(:owned) THEN false ELSE pg_try_advisory_lock(:ns, shard) END"
+).bindparams(bindparam("owned", type_=ARRAY(Integer())), bindparam("last", type_=Integer()))
 
 
 def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
@@ -119,12 +144,8 @@ class Outbox:
 
     async def enqueue(self, conn: AsyncConnection, *, topic: str, event: events_pb2.Event) -> events_pb2.Event:
         """Completes the envelope (id, sequence, time, producer) and stores it."""
-        event.sequence = (await conn.execute(self._next_sequence, {"aggregate_id": event.aggregate_id})).scalar_one()
-        event.id = str(uuid.uuid4())
-        event.producer = self._producer_name
-        event.occurred_at.FromDatetime(datetime.now(UTC))
-        headers: dict[str, str] = {"content-type": CONTENT_TYPE, "event-type": event.type}
-        propagate.inject(headers)  # traceparent of the change, if traced
+        sequence = (await conn.execute(self._next_sequence, {"aggregate_id": event.aggregate_id})).scalar_one()
+        headers = self._seal(event, sequence, datetime.now(UTC), trace_context())
         await conn.execute(
             self._outbox.insert().values(
                 event_id=uuid.UUID(event.id),
@@ -137,6 +158,69 @@ class Outbox:
             )
         )
         return event
+
+    async def enqueue_many(self, conn: asyncpg.Connection, events: Sequence[PendingEvent], now: datetime) -> None:
+        """Stores many events in the caller's asyncpg transaction, in order: one statement numbers them
+        per aggregate (aggregates in a fixed order, so concurrent writers never deadlock), one inserts them."""
+        if not events:
+            return
+        counts = Counter(pending.event.aggregate_id for pending in events)
+        aggregates = sorted(counts)
+        rows = await conn.fetch(_NEXT_SEQUENCES, aggregates, [counts[a] for a in aggregates])
+        next_sequence = {row["aggregate_id"]: row["last_sequence"] - counts[row["aggregate_id"]] + 1 for row in rows}
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        for pending in events:
+            event = pending.event
+            sequence = next_sequence[event.aggregate_id]
+            next_sequence[event.aggregate_id] = sequence + 1
+            headers = self._seal(event, sequence, now, pending.trace_context)
+            for column, value in zip(
+                columns,
+                (uuid.UUID(event.id), pending.topic, shard_of(event.aggregate_id), event.aggregate_id, event.type,
+                 event.SerializeToString(), json.dumps(headers)),
+                strict=True,
+            ):  # fmt: skip
+                column.append(value)
+        await conn.execute(_INSERT_MANY, *columns)
+
+    def _seal(
+        self, event: events_pb2.Event, sequence: int, now: datetime, context: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Completes the envelope (sequence, id, producer, time); returns the Kafka headers."""
+        event.sequence = sequence
+        event.id = str(uuid.uuid4())
+        event.producer = self._producer_name
+        event.occurred_at.FromDatetime(now)
+        return {"content-type": CONTENT_TYPE, "event-type": event.type, **context}
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event to store with `Outbox.enqueue_many`, with the trace context of the change that caused it."""
+
+    topic: str
+    event: events_pb2.Event
+    trace_context: Mapping[str, str]
+
+
+def trace_context() -> dict[str, str]:
+    """The current span's W3C trace context (traceparent, tracestate), empty if none: an event carries
+    the one of the change that caused it."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+_NEXT_SEQUENCES = """
+INSERT INTO outbox_sequence (aggregate_id, last_sequence)
+SELECT * FROM unnest($1::text[], $2::bigint[])
+ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = outbox_sequence.last_sequence + EXCLUDED.last_sequence
+RETURNING aggregate_id, last_sequence
+"""
+_INSERT_MANY = """
+INSERT INTO outbox (event_id, topic, shard, aggregate_id, event_type, payload, headers)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::bytea[], $7::jsonb[])
+"""
 
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
@@ -176,6 +260,8 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         idle_seconds: float = 0.05,
+        max_idle_seconds: float = 0.5,
+        claim_every_seconds: float = 1.0,
         max_backoff_seconds: float = 5.0,
         retention: timedelta = timedelta(hours=24),
         prune_every_seconds: float = 60.0,
@@ -186,10 +272,18 @@ class OutboxRelay:
         self._make_producer = make_producer
         self._batch_size = batch_size
         self._idle = idle_seconds
+        self._max_idle = max_idle_seconds
+        self._claim_every = claim_every_seconds
         self._max_backoff = max_backoff_seconds
         self._retention = retention
         self._prune_every = prune_every_seconds
         self._prune_batch = prune_batch_size
+        # One array parameter, not an IN list rendered anew for every batch size.
+        self._mark_published = (
+            outbox.update()
+            .where(outbox.c.position == any_(bindparam("positions", type_=ARRAY(BigInteger()))))
+            .values(published_at=func.now())
+        )
         self.published = 0
 
     async def run(self) -> None:
@@ -201,7 +295,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # Kafka or PostgreSQL is down: wait, retry.
-                log.warning("outbox relay paused: %s: %s", type(error).__name__, error)
+                log.warning("outbox relay paused: %s", describe_error(error))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
             else:
@@ -226,16 +320,21 @@ class OutboxRelay:
 
     async def _relay(self, conn: AsyncConnection, producer: AIOKafkaProducer) -> None:
         owned: list[int] = []
-        next_prune = time.monotonic()
+        next_claim = next_prune = time.monotonic()
+        pause = self._idle
         while True:
-            if len(owned) < SHARDS:
+            if len(owned) < SHARDS and time.monotonic() >= next_claim:
                 owned = await self._claim_shards(conn, owned)
+                next_claim = time.monotonic() + self._claim_every
             sent = await self.relay_batch(conn, producer, owned) if owned else 0
             if time.monotonic() >= next_prune:
                 await self.prune(conn)
                 next_prune = time.monotonic() + self._prune_every
-            if sent < self._batch_size:
-                await asyncio.sleep(self._idle if owned else 1.0)
+            if sent >= self._batch_size:
+                continue  # a backlog: the next batch at once
+            # Rows came: more are likely soon. None came: wait longer each time, up to the ceiling.
+            pause = self._idle if sent else min(pause * 2, self._max_idle)
+            await asyncio.sleep(pause if owned else self._claim_every)
 
     async def prune(self, conn: AsyncConnection) -> int:
         """Deletes up to a batch of rows published longer than the retention ago; returns how many.
@@ -258,22 +357,16 @@ class OutboxRelay:
         return pruned
 
     async def _claim_shards(self, conn: AsyncConnection, owned: list[int]) -> list[int]:
-        for shard in range(SHARDS):
-            if shard in owned:
-                continue
-            got = await conn.scalar(
-                text("SELECT pg_try_advisory_lock(:ns, :shard)"), {"ns": LOCK_NAMESPACE, "shard": shard}
-            )
-            if got:
-                owned.append(shard)
-        return owned
+        """Owned shards plus whichever free ones this replica could lock now (one round trip)."""
+        claimed = await conn.execute(_CLAIM_SHARDS, {"ns": LOCK_NAMESPACE, "last": SHARDS - 1, "owned": owned})
+        return sorted([*owned, *(int(shard) for shard in claimed.scalars())])
 
     async def relay_batch(self, conn: AsyncConnection, producer: AIOKafkaProducer, shards: list[int]) -> int:
         """Publishes the oldest unpublished rows of `shards`; returns how many."""
         o = self._outbox
         rows = (
             await conn.execute(
-                o.select()
+                select(o.c.position, o.c.event_id, o.c.topic, o.c.aggregate_id, o.c.payload, o.c.headers)
                 .where(o.c.published_at.is_(None), o.c.shard.in_(shards))
                 .order_by(o.c.position)
                 .limit(self._batch_size)
@@ -281,6 +374,8 @@ class OutboxRelay:
         ).all()
         if not rows:
             return 0
+        # send() only queues the record (awaiting it waits for room in the producer's buffer);
+        # the futures it returns resolve once the broker acknowledged.
         pending = [
             await producer.send(
                 row.topic,
@@ -292,8 +387,6 @@ class OutboxRelay:
             for row in rows
         ]
         await asyncio.gather(*pending)
-        await conn.execute(
-            o.update().where(o.c.position.in_([row.position for row in rows])).values(published_at=func.now())
-        )
+        await conn.execute(self._mark_published, {"positions": [row.position for row in rows]})
         self.published += len(rows)
         return len(rows)

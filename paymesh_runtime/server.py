@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from paymesh_runtime import telemetry
-from paymesh_runtime.grpc_errors import ErrorMappingInterceptor
 from paymesh_runtime.health import HealthReporter, Probe
+from paymesh_runtime.interceptors import MeshServerInterceptor
 from paymesh_runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,7 @@ def create_server(
     interceptors: Sequence[Any] = (),
 ) -> RunningServer:
     server = grpc.aio.server(
-        interceptors=[
-            telemetry.tracing_interceptor(),
-            telemetry.MetricsInterceptor(),
-            *interceptors,
-            ErrorMappingInterceptor(),
-        ],
+        interceptors=[MeshServerInterceptor(reuse_handlers=not interceptors), *interceptors],
         options=[("grpc.so_reuseport", 0)],
     )
     for servicer in servicers:

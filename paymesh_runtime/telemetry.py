@@ -1,29 +1,45 @@
 """Logs, traces and metrics, configured once per process.
 
 - Logs: JSON lines carrying the current trace and span id.
-- Traces: OpenTelemetry with an OTLP/gRPC exporter when an endpoint is set
-  (W3C traceparent propagation), and the gRPC server instrumentation.
+- Traces: OpenTelemetry, exported over OTLP/gRPC when an endpoint is set, with
+  W3C traceparent propagation. Sampling follows the standard
+  `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` variables (read by the
+  SDK itself); without them, `parentbased_traceidratio` at ratio 1.0 while
+  exporting and nothing recorded while not (docs/operations.md, "Telemetry").
+  An unsampled call still gets a valid trace context, so logs carry trace ids
+  and the traceparent travels on through calls and the outbox.
 - Metrics: Prometheus counters and a latency histogram per RPC, served on the
   metrics port.
+
+The per-call parts (`MethodTelemetry`, `start_server_span`, `end_span`) are
+what paymesh_runtime.interceptors and paymesh_runtime.channels run on every
+RPC: everything that depends only on the method is built once per method, and
+span attributes are set only on spans that are recorded.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sys
-import time
+from collections.abc import Mapping
+from contextvars import Token
 from typing import Any
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio, Sampler
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram, start_http_server
+from sqlalchemy.exc import StatementError
 
-from paymesh_runtime.interceptors import UnaryCall, UnaryInterceptor
 from paymesh_runtime.settings import ServiceSettings
 
 RPC_TOTAL = Counter("paymesh_rpc_total", "RPCs handled, by method and gRPC code.", ["service", "method", "code"])
@@ -32,6 +48,20 @@ RPC_SECONDS = Histogram(
     "RPC handling time.",
     ["service", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+# The ratio of new traces recorded while exporting, when OTEL_TRACES_SAMPLER is not set.
+DEFAULT_SAMPLE_RATIO = 1.0
+TRACER_NAME = "paymesh_runtime"
+# Server span status per OpenTelemetry's gRPC conventions: these codes are the server's fault.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
 )
 
 
@@ -59,6 +89,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
+def describe_error(error: BaseException, limit: int = 500) -> str:
+    """An error as logs may show it: a database error as the driver's message, never
+    the statement or its parameters (SQLAlchemy's own text carries both)."""
+    if isinstance(error, StatementError) and error.orig is not None:
+        error = error.orig
+    return f"{type(error).__name__}: {error}"[:limit]
+
+
 def configure_logging(service: str, settings: ServiceSettings) -> None:
     handler = logging.StreamHandler(sys.stdout)
     if settings.log_format == "json":
@@ -72,8 +110,27 @@ def configure_logging(service: str, settings: ServiceSettings) -> None:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
+def sampler_from_environment(settings: ServiceSettings, environ: Mapping[str, str] = os.environ) -> Sampler | None:
+    """The sampler paymesh sets, or None to let the SDK read OTEL_TRACES_SAMPLER(_ARG) itself."""
+    if environ.get(OTEL_TRACES_SAMPLER, "").strip():
+        return None
+    if not settings.otlp_endpoint:
+        # Nothing would receive the spans: recording them is pure cost.
+        return ALWAYS_OFF
+    raw = environ.get(OTEL_TRACES_SAMPLER_ARG, "").strip()
+    try:
+        ratio = float(raw) if raw else DEFAULT_SAMPLE_RATIO
+    except ValueError:
+        raise ValueError(f"{OTEL_TRACES_SAMPLER_ARG} must be a ratio between 0 and 1, not {raw!r}") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"{OTEL_TRACES_SAMPLER_ARG} must be a ratio between 0 and 1, not {raw!r}")
+    return ParentBasedTraceIdRatio(ratio)
+
+
 def configure_tracing(service: str, settings: ServiceSettings) -> TracerProvider:
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service}), sampler=sampler_from_environment(settings)
+    )
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -88,20 +145,79 @@ def start_metrics_server(settings: ServiceSettings) -> None:
         start_http_server(settings.metrics_port, addr=settings.grpc_host)
 
 
-def tracing_interceptor() -> Any:
-    return aio_server_interceptor()  # type: ignore[no-untyped-call]
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
 
 
-class MetricsInterceptor(UnaryInterceptor):
-    """Counts every unary RPC by final code and observes its duration."""
+class MethodTelemetry:
+    """What one RPC method's calls share: span name and attributes, metric children.
 
-    async def around(self, call: UnaryCall, request: Any, context: Any, method: str) -> Any:
-        service, _, name = method.lstrip("/").rpartition("/")
-        start = time.perf_counter()
-        try:
-            return await call(request, context)
-        finally:
-            code = context.code() or grpc.StatusCode.OK
-            code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            RPC_TOTAL.labels(service, name, code_name).inc()
-            RPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+    Built once per method: prometheus_client's `labels()` looks the child up
+    under a lock on every call, and an attribute dict per call is garbage.
+    """
+
+    __slots__ = ("_counts", "_method", "_service", "attributes", "name", "seconds")
+
+    def __init__(self, full_method: str) -> None:
+        self.name = full_method  # "/pkg.Service/Method", as OpenTelemetry's gRPC instrumentation names spans
+        self._service, _, self._method = full_method.lstrip("/").rpartition("/")
+        self.attributes = {"rpc.system": "grpc", "rpc.service": self._service, "rpc.method": self._method}
+        self.seconds = RPC_SECONDS.labels(self._service, self._method)
+        self._counts: dict[grpc.StatusCode, Any] = {}
+
+    def observe(self, code: grpc.StatusCode, seconds: float) -> None:
+        count = self._counts.get(code)
+        if count is None:
+            count = self._counts[code] = RPC_TOTAL.labels(self._service, self._method, code.name)
+        count.inc()
+        self.seconds.observe(seconds)
+
+
+@functools.cache
+def _propagated_fields() -> frozenset[str]:
+    # The composite propagator builds this set anew on every access; the global propagator is set at start-up.
+    return frozenset(propagate.get_global_textmap().fields)
+
+
+def remote_context(metadata: Any) -> otel_context.Context | None:
+    """The sender's trace context from gRPC metadata or Kafka headers; None when it sent none."""
+    fields = _propagated_fields()
+    carrier = {
+        key: value.decode(errors="replace") if isinstance(value, bytes) else value
+        for key, value in metadata or ()
+        if key in fields
+    }
+    return propagate.extract(carrier) if carrier else None
+
+
+def start_server_span(
+    tracer: trace.Tracer, method: MethodTelemetry, metadata: Any, peer: str
+) -> tuple[Span, Token[otel_context.Context]]:
+    """Starts the server span of a call and makes it current; returns it and the token to detach."""
+    parent = remote_context(metadata)
+    span = tracer.start_span(method.name, context=parent, kind=SpanKind.SERVER)
+    if span.is_recording():
+        span.set_attributes(method.attributes)
+        address = _peer_address(peer)
+        if address:
+            span.set_attribute("network.peer.address", address)
+    return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+
+def end_span(span: Span, code: grpc.StatusCode, error: BaseException | None = None, *, server: bool) -> None:
+    """Records the outcome on a recorded span, and ends it."""
+    if span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code is not grpc.StatusCode.OK and (not server or code in _SERVER_ERRORS):
+            span.set_status(Status(StatusCode.ERROR, code.name))
+        if error is not None:
+            span.record_exception(error)
+    span.end()
+
+
+def _peer_address(peer: str) -> str:
+    # "ipv4:10.2.1.1:57284", "ipv6:[::1]:57284"; unix sockets have no address worth recording.
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return ""
+    return rest.split(",")[0].rsplit(":", 1)[0].strip("[]")

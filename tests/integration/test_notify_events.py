@@ -171,3 +171,25 @@ async def test_a_transient_database_error_retries_the_event_without_losing_it(
     await eventually(lambda: _has_event(notify, payer, event.id))
     assert [n.event_id for n in await notifications_of(notify, payer)].count(event.id) == 1
     assert any("will be retried" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_record_the_database_refuses_is_singled_out_of_its_batch_and_dead_lettered(
+    infra: Stack, notify: RunningNotify
+) -> None:
+    """The refused record fails its batch's transaction; the consumer stores the batch
+    again one record at a time: the neighbours are stored, the refused one dead-lettered."""
+    payer, before_payee, after_payee = new_user(), new_user(), new_user()
+    before = payment_event(payer, before_payee)
+    refused = payment_event(payer, "u" * 100)  # longer than a user id column: the database refuses it
+    after = payment_event(payer, after_payee)
+    key = before.aggregate_id
+    for event in (refused, after):
+        event.aggregate_id = key  # one partition, in this order, most likely one poll
+    await produce_events(infra, before, refused, after)
+
+    await eventually(lambda: _has_event(notify, after_payee, after.id))
+    assert await _has_event(notify, before_payee, before.id)
+    dead = await eventually(lambda: _kcat_records_with_key(infra, key, notify))
+    assert [r.headers["dlq-reason"] for r in dead] == ["REJECTED_BY_DATABASE"]  # type: ignore[attr-defined]
+    assert dead[0].value_length == len(refused.SerializeToString())  # type: ignore[attr-defined]
+    assert not any(n.event_id == refused.id for n in await notifications_of(notify, payer))

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 
 import httpx
 import pytest
@@ -19,10 +20,11 @@ from devstack.stack import Stack
 from notify_svc.consumer import event_json
 from notify_svc.dead_letters import DeadLetterProducer
 from notify_svc.delivery import DeliveryWorker, WebhookSender
+from notify_svc.ingest import EventRecorder, IncomingEvent
 from notify_svc.mailer import SmtpMailer
 from notify_svc.notifications import plan_for
 from notify_svc.server import retry_policy
-from notify_svc.store import IncomingEvent, NotifyStore, notification
+from notify_svc.store import NotifyStore, notification
 from paymesh.notify.v1 import notify_pb2
 from paymesh.payment.v1 import payment_pb2
 from paymesh_runtime.db import create_engine
@@ -178,10 +180,17 @@ async def test_racing_workers_deliver_each_webhook_exactly_once(notify: RunningN
             endpoint_id = uuid.uuid4()
             sealed = sealer.seal(str(endpoint_id), b"whsec_race")
             await store.create_endpoint(endpoint_id, merchant, receiver.url(), ["payment.race"], sealed)
-            for event in events:
-                raw = event.SerializeToString()
-                incoming = IncomingEvent(uuid.UUID(event.id), event.type, raw, lambda e=event: event_json(e))
-                assert await store.record_event(incoming, plan_for(event))
+            incoming = [
+                IncomingEvent(
+                    uuid.UUID(event.id),
+                    event.type,
+                    event.SerializeToString(),
+                    partial(event_json, event),
+                    plan_for(event),
+                )
+                for event in events
+            ]
+            assert await EventRecorder(engine).record(incoming) == {e.event_id for e in incoming}
 
             async with httpx.AsyncClient(timeout=2.0) as http:
                 sender = WebhookSender(http, sealer, timeout_seconds=2.0, allow_private_hosts=True)
