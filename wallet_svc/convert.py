@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from paymesh.wallet.v1 import wallet_pb2
+from paymesh_runtime.grpc_errors import status_for
 from paymesh_runtime.money import Money
 from paymesh_runtime.wire import money_message, timestamp
+from wallet_svc.batch import PostOutcome
 from wallet_svc.ledger import Account, Hold, LedgerTransaction, Posting
 
 
@@ -64,3 +66,11 @@ def hold(value: Hold) -> wallet_pb2.Hold:
         expire_time=timestamp(value.expire_time),
         create_time=timestamp(value.created_at),
     )
+
+
+def post_result(outcome: PostOutcome) -> wallet_pb2.PostTransactionResult:
+    """One PostTransactions item; a refusal carries the status PostTransaction would have answered."""
+    if outcome.error is not None:
+        return wallet_pb2.PostTransactionResult(error=status_for(outcome.error))
+    assert outcome.transaction is not None
+    return wallet_pb2.PostTransactionResult(transaction=transaction(outcome.transaction), replayed=outcome.replayed)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from paymesh_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, validation_failed
+from paymesh_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, not_found, validation_failed
 from paymesh_runtime.idempotency_key import HEADER, MAX_LENGTH, normalized
 from paymesh_runtime.money import MAX_AMOUNT, Money
 
@@ -418,6 +418,25 @@ def check_debit(account: Account, amount: Money, *, released: int = 0) -> None:
         raise wallet_frozen(account)
     if not account.is_system and account.available + released < amount.amount:
         raise insufficient_funds(account)
+
+
+def accounts_by_key(
+    ids: Mapping[AccountKey, uuid.UUID], found: Mapping[uuid.UUID, Account]
+) -> dict[AccountKey, Account]:
+    """The account of each key among the `found` (locked) ones, in the order of `ids`.
+
+    An unknown wallet is NOT_FOUND, and so is a wallet id that names a system
+    account (a system account is only reachable by its kind and currency).
+    """
+    for key, account_id in ids.items():
+        if account_id not in found:
+            assert isinstance(key, WalletRef)  # system accounts exist once resolved
+            raise not_found("wallet", str(key.wallet_id))
+    accounts = {key: found[account_id] for key, account_id in ids.items()}
+    for key, account in accounts.items():
+        if isinstance(key, WalletRef) and account.is_system:
+            raise not_found("wallet", str(key.wallet_id))
+    return accounts
 
 
 def check_postings(legs: Iterable[Leg], accounts: Mapping[AccountKey, Account]) -> None:

@@ -14,7 +14,7 @@ and commits, so that the reference, the effect and its events are one unit.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from paymesh.events.v1 import events_pb2
 from paymesh_runtime.errors import AlreadyExists, not_found
 from paymesh_runtime.outbox import Outbox
-from wallet_svc import events, ledger, store
+from wallet_svc import batch_operations, events, ledger, store
+from wallet_svc.batch import PostOutcome
 from wallet_svc.ledger import (
     Account,
     AccountKey,
@@ -137,6 +138,11 @@ class Ledger:
             await self._enqueue_postings(conn, tx, locked.values(), {})
         return tx
 
+    async def post_all(self, requests: Sequence[ledger.PostRequest]) -> list[PostOutcome]:
+        """PostTransaction for each request, judged in order, in one database transaction."""
+        ids = await self._resolve({leg.account for request in requests for leg in request.legs})
+        return await batch_operations.post_all(self._engine, self._outbox, ids, requests)
+
     # --- holds ---------------------------------------------------------------------------
 
     async def get_hold(self, hold_id: uuid.UUID) -> Hold | None:
@@ -223,17 +229,7 @@ class Ledger:
         return resolved
 
     async def _lock_all(self, conn: AsyncConnection, ids: Mapping[AccountKey, uuid.UUID]) -> dict[AccountKey, Account]:
-        by_id = await store.lock_accounts(conn, ids.values())
-        missing = [key for key, account_id in ids.items() if account_id not in by_id]
-        for key in missing:
-            assert isinstance(key, WalletRef)  # system accounts exist once resolved
-            raise not_found("wallet", str(key.wallet_id))
-        locked = {key: by_id[account_id] for key, account_id in ids.items()}
-        for key, account in locked.items():
-            # A wallet id that names a system account is still a system account.
-            if isinstance(key, WalletRef) and account.is_system:
-                raise not_found("wallet", str(key.wallet_id))
-        return locked
+        return ledger.accounts_by_key(ids, await store.lock_accounts(conn, ids.values()))
 
     async def _lock_one(self, conn: AsyncConnection, wallet_id: uuid.UUID) -> Account:
         key = WalletRef(wallet_id)

@@ -3,6 +3,8 @@
 Public methods act for the end user Envoy verified (require_user); a wallet
 is visible to its owner and to admins only, everyone else gets NOT_FOUND.
 Internal methods (holds, postings) need payment_svc's service identity.
+PostTransactions answers each item on its own: a refusal is that item's
+google.rpc.Status, built by the one error mapper (paymesh_runtime.grpc_errors).
 
 CreateWallet, FreezeWallet, UnfreezeWallet and CloseWallet take an optional
 `Idempotency-Key` header (gRPC metadata `idempotency-key`, as payment_svc's
@@ -20,7 +22,7 @@ from google.protobuf.message import Message
 from paymesh.common.v1 import money_pb2
 from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from paymesh_runtime import idempotency_key, pagination
-from paymesh_runtime.errors import InvalidArgument, PermissionDenied, not_found, validation_failed
+from paymesh_runtime.errors import InvalidArgument, PaymeshError, PermissionDenied, not_found, validation_failed
 from paymesh_runtime.identity import (
     Context,
     ServiceTokens,
@@ -31,7 +33,8 @@ from paymesh_runtime.identity import (
     require_user,
 )
 from paymesh_runtime.money import Money, currency_exponent, positive_money
-from wallet_svc import convert, ledger
+from wallet_svc import batch, convert, ledger
+from wallet_svc.batch import PostOutcome
 from wallet_svc.ledger import (
     Account,
     AccountKey,
@@ -176,21 +179,27 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.PostTransactionRequest, context: Context
     ) -> wallet_pb2.LedgerTransaction:
         self._tokens.require(context, INTERNAL_CALLERS)
-        legs = []
-        for index, posting in enumerate(request.postings):
-            amount = _signed(posting.amount, f"postings[{index}].amount")
-            legs.append(
-                ledger.Leg(_account_key(posting.account, amount.currency, f"postings[{index}].account"), amount)
-            )
-        tx = await self._ledger.post(
-            ledger.PostRequest(
-                reference=ledger.validate_reference(request.reference),
-                legs=ledger.validate_legs(legs),
-                payment_id=_payment_id(request.payment_id),
-                description=ledger.validate_text("description", request.description, ledger.MAX_DESCRIPTION_LENGTH),
-            )
-        )
-        return convert.transaction(tx)
+        return convert.transaction(await self._ledger.post(_post_request(request)))
+
+    async def PostTransactions(
+        self, request: wallet_pb2.PostTransactionsRequest, context: Context
+    ) -> wallet_pb2.PostTransactionsResponse:
+        self._tokens.require(context, INTERNAL_CALLERS)
+        if len(request.transactions) > batch.MAX_TRANSACTIONS:
+            raise validation_failed("transactions", f"at most {batch.MAX_TRANSACTIONS} per call")
+        # An item that PostTransaction would refuse before the ledger sees it is refused here alike.
+        parsed: list[ledger.PostRequest | PaymeshError] = []
+        for item in request.transactions:
+            try:
+                parsed.append(_post_request(item))
+            except PaymeshError as error:
+                parsed.append(error)
+        outcomes = iter(await self._ledger.post_all([p for p in parsed if isinstance(p, ledger.PostRequest)]))
+        results = [
+            convert.post_result(next(outcomes) if isinstance(item, ledger.PostRequest) else PostOutcome(error=item))
+            for item in parsed
+        ]
+        return wallet_pb2.PostTransactionsResponse(results=results)
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -215,6 +224,19 @@ async def _answer(context: Context, result: WalletResult) -> wallet_pb2.Wallet:
     if result.replayed:
         await idempotency_key.mark_replayed(context)
     return convert.wallet(result.account)
+
+
+def _post_request(request: wallet_pb2.PostTransactionRequest) -> ledger.PostRequest:
+    legs = []
+    for index, posting in enumerate(request.postings):
+        amount = _signed(posting.amount, f"postings[{index}].amount")
+        legs.append(ledger.Leg(_account_key(posting.account, amount.currency, f"postings[{index}].account"), amount))
+    return ledger.PostRequest(
+        reference=ledger.validate_reference(request.reference),
+        legs=ledger.validate_legs(legs),
+        payment_id=_payment_id(request.payment_id),
+        description=ledger.validate_text("description", request.description, ledger.MAX_DESCRIPTION_LENGTH),
+    )
 
 
 def _uuid(field: str, value: str) -> uuid.UUID:

@@ -10,7 +10,8 @@ never computed here: PostgreSQL triggers apply postings and holds to
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    any_,
     bindparam,
     func,
     insert,
@@ -144,6 +146,15 @@ def constraint_of(error: IntegrityError) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def constraint_error(constraint: str | None) -> PaymeshError | None:
+    """The documented reason a violated constraint stands for, if it stands for one."""
+    known = _CONSTRAINT_ERRORS.get(constraint or "")
+    if known is None:
+        return None
+    kind, reason, message = known
+    return kind(reason, message)
+
+
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One database transaction; a constraint that stands for a documented
@@ -152,28 +163,45 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with engine.begin() as conn:
             yield conn
     except IntegrityError as error:
-        known = _CONSTRAINT_ERRORS.get(constraint_of(error) or "")
+        known = constraint_error(constraint_of(error))
         if known is None:
             raise
-        kind, reason, message = known
-        raise kind(reason, message) from error
+        raise known from error
+
+
+async def driver_connection(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under `conn`, for set-based statements in the same transaction.
+
+    SQLAlchemy opens the database transaction with the first statement it runs
+    itself: run one through `conn` before using the driver connection.
+    """
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if driver is None or not driver.is_in_transaction():
+        raise RuntimeError("run a statement through SQLAlchemy first: it opens the transaction")
+    return driver
 
 
 # --- row mapping ---------------------------------------------------------------
 
 
 def _account(row: Row[Any]) -> Account:
+    return account_of(row._mapping)
+
+
+def account_of(row: Mapping[Any, Any]) -> Account:
+    """An `accounts` row (SQLAlchemy's or asyncpg's) as an Account."""
     return Account(
-        id=row.id,
-        owner_id=row.owner_id,
-        system_account=SystemAccount(row.system_account) if row.system_account else None,
-        currency=row.currency,
-        state=AccountState(row.state),
-        state_reason=row.state_reason,
-        posted=row.posted,
-        held=row.held,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=row["id"],
+        owner_id=row["owner_id"],
+        system_account=SystemAccount(row["system_account"]) if row["system_account"] else None,
+        currency=row["currency"],
+        state=AccountState(row["state"]),
+        state_reason=row["state_reason"],
+        posted=row["posted"],
+        held=row["held"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
     )
 
 
@@ -344,6 +372,17 @@ _CLAIM_REFERENCE = compiled_once(
     .on_conflict_do_nothing(index_elements=["reference"])
     .returning(ledger_references.c.reference)
 )
+# A batch's claims, in reference order: concurrent batches that share
+# references wait on each other in one order (no cycle), as single calls
+# claim theirs, before any account is locked.
+_CLAIM_POSTINGS = text(
+    "INSERT INTO ledger_references (reference, operation, fingerprint, transaction_id)"
+    " SELECT reference, CAST(:operation AS text), fingerprint, transaction_id"
+    " FROM unnest(CAST(:references AS text[]), CAST(:fingerprints AS text[]), CAST(:transaction_ids AS uuid[]))"
+    " AS claim(reference, fingerprint, transaction_id)"
+    " ORDER BY reference"
+    " ON CONFLICT (reference) DO NOTHING RETURNING reference"
+)
 
 
 async def claim_reference(
@@ -378,8 +417,25 @@ async def claim_reference(
         return None
     # A new statement: in READ COMMITTED it sees the row the winner committed.
     row = (await conn.execute(select(ledger_references).where(ledger_references.c.reference == reference))).one()
+    return stored_reference(row._mapping)
+
+
+async def claim_postings(conn: AsyncConnection, claims: Sequence[tuple[str, str, uuid.UUID]]) -> set[str]:
+    """Claims PostTransaction references (reference, fingerprint, transaction id) as claim_reference
+    does, all in one statement; returns those claimed now (the others were stored before)."""
+    params = {
+        "operation": ledger.Operation.POST_TRANSACTION.value,
+        "references": [claim[0] for claim in claims],
+        "fingerprints": [claim[1] for claim in claims],
+        "transaction_ids": [claim[2] for claim in claims],
+    }
+    return set((await conn.execute(_CLAIM_POSTINGS, params)).scalars())
+
+
+def stored_reference(row: Mapping[Any, Any]) -> ledger.StoredReference:
+    """A `ledger_references` row (SQLAlchemy's or asyncpg's)."""
     return ledger.StoredReference(
-        ledger.Operation(row.operation), row.fingerprint, row.hold_id, row.transaction_id, row.wallet_id
+        ledger.Operation(row["operation"]), row["fingerprint"], row["hold_id"], row["transaction_id"], row["wallet_id"]
     )
 
 
@@ -470,21 +526,41 @@ async def insert_transaction(
 
 
 async def load_transaction(conn: AsyncConnection, transaction_id: uuid.UUID) -> LedgerTransaction:
-    header = (await conn.execute(select(ledger_transactions).where(ledger_transactions.c.id == transaction_id))).one()
+    return (await load_transactions(conn, [transaction_id]))[transaction_id]
+
+
+_TRANSACTION_IDS = bindparam("transaction_ids", type_=ARRAY(UUID(as_uuid=True)))
+
+
+async def load_transactions(
+    conn: AsyncConnection, transaction_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, LedgerTransaction]:
+    """Stored transactions with their postings, by id: two statements for any number of them."""
+    ids = {"transaction_ids": list(transaction_ids)}
+    headers = await conn.execute(
+        select(ledger_transactions).where(ledger_transactions.c.id == any_(_TRANSACTION_IDS)), ids
+    )
     rows = await conn.execute(
         select(*_POSTING_COLUMNS)
         .select_from(_POSTINGS_JOINED)
-        .where(postings.c.transaction_id == transaction_id)
-        .order_by(postings.c.seq)
+        .where(postings.c.transaction_id == any_(_TRANSACTION_IDS))
+        .order_by(postings.c.seq),
+        ids,
     )
-    return LedgerTransaction(
-        header.id,
-        header.reference,
-        header.payment_id,
-        header.description,
-        header.created_at,
-        tuple(_posting(row) for row in rows),
-    )
+    legs: dict[uuid.UUID, list[Posting]] = defaultdict(list)
+    for row in rows:
+        legs[row.transaction_id].append(_posting(row))
+    return {
+        header.id: LedgerTransaction(
+            header.id,
+            header.reference,
+            header.payment_id,
+            header.description,
+            header.created_at,
+            tuple(legs[header.id]),
+        )
+        for header in headers
+    }
 
 
 async def list_postings(

@@ -59,6 +59,7 @@ INTERNAL_METHODS = {
     "paymesh.wallet.v1.WalletService.CaptureHold",
     "paymesh.wallet.v1.WalletService.ReleaseHold",
     "paymesh.wallet.v1.WalletService.PostTransaction",
+    "paymesh.wallet.v1.WalletService.PostTransactions",
 }
 
 

@@ -3,6 +3,7 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from paymesh.common.v1 import money_pb2 as _money_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -271,3 +272,25 @@ class PostTransactionRequest(_message.Message):
     payment_id: str
     description: str
     def __init__(self, reference: _Optional[str] = ..., postings: _Optional[_Iterable[_Union[Posting, _Mapping]]] = ..., payment_id: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class PostTransactionsRequest(_message.Message):
+    __slots__ = ("transactions",)
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[PostTransactionRequest]
+    def __init__(self, transactions: _Optional[_Iterable[_Union[PostTransactionRequest, _Mapping]]] = ...) -> None: ...
+
+class PostTransactionsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PostTransactionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[PostTransactionResult, _Mapping]]] = ...) -> None: ...
+
+class PostTransactionResult(_message.Message):
+    __slots__ = ("transaction", "error", "replayed")
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    transaction: LedgerTransaction
+    error: _status_pb2.Status
+    replayed: bool
+    def __init__(self, transaction: _Optional[_Union[LedgerTransaction, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...

@@ -39,11 +39,16 @@ class WalletServiceStub:
     never go below zero available.
 
     The methods without an HTTP route (CreateHold, CaptureHold, ReleaseHold,
-    GetHold, PostTransaction) are internal: only callers with a service
-    identity (payment_svc) may call them, and the edge does not route them.
-    Each takes a caller-chosen `reference`: the same reference with the same
-    arguments returns the original result without a second effect; with other
-    arguments it fails with ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+    GetHold, PostTransaction, PostTransactions) are internal: only callers with
+    a service identity (payment_svc) may call them, and the edge does not route
+    them. Each takes a caller-chosen `reference`: the same reference with the
+    same arguments returns the original result without a second effect; with
+    other arguments it fails with ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+
+    PostTransactions is the batched PostTransaction: up to 1,000 transactions
+    in one call and one database transaction, each judged in request order as
+    if posted by its own PostTransaction right after the ones before it, each
+    answered on its own (a refused transaction does not fail the others).
 
     Errors: VALIDATION_FAILED, INVALID_CURRENCY, INVALID_AMOUNT,
     CURRENCY_MISMATCH, INVALID_PAGE_TOKEN, RESOURCE_NOT_FOUND,
@@ -119,6 +124,11 @@ class WalletServiceStub:
                 request_serializer=paymesh_dot_wallet_dot_v1_dot_wallet__pb2.PostTransactionRequest.SerializeToString,
                 response_deserializer=paymesh_dot_wallet_dot_v1_dot_wallet__pb2.LedgerTransaction.FromString,
                 _registered_method=True)
+        self.PostTransactions = channel.unary_unary(
+                '/paymesh.wallet.v1.WalletService/PostTransactions',
+                request_serializer=paymesh_dot_wallet_dot_v1_dot_wallet__pb2.PostTransactionsRequest.SerializeToString,
+                response_deserializer=paymesh_dot_wallet_dot_v1_dot_wallet__pb2.PostTransactionsResponse.FromString,
+                _registered_method=True)
 
 
 class WalletServiceServicer:
@@ -135,11 +145,16 @@ class WalletServiceServicer:
     never go below zero available.
 
     The methods without an HTTP route (CreateHold, CaptureHold, ReleaseHold,
-    GetHold, PostTransaction) are internal: only callers with a service
-    identity (payment_svc) may call them, and the edge does not route them.
-    Each takes a caller-chosen `reference`: the same reference with the same
-    arguments returns the original result without a second effect; with other
-    arguments it fails with ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+    GetHold, PostTransaction, PostTransactions) are internal: only callers with
+    a service identity (payment_svc) may call them, and the edge does not route
+    them. Each takes a caller-chosen `reference`: the same reference with the
+    same arguments returns the original result without a second effect; with
+    other arguments it fails with ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+
+    PostTransactions is the batched PostTransaction: up to 1,000 transactions
+    in one call and one database transaction, each judged in request order as
+    if posted by its own PostTransaction right after the ones before it, each
+    answered on its own (a refused transaction does not fail the others).
 
     Errors: VALIDATION_FAILED, INVALID_CURRENCY, INVALID_AMOUNT,
     CURRENCY_MISMATCH, INVALID_PAGE_TOKEN, RESOURCE_NOT_FOUND,
@@ -242,6 +257,18 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PostTransactions(self, request, context):
+        """PostTransactions posts up to 1,000 balanced ledger transactions in one
+        database transaction. Internal. Each is judged in request order, as if
+        posted by PostTransaction right after the ones before it, and gets its own
+        result: the posted transaction, or the error PostTransaction would have
+        answered for it alone. More than 1,000 is INVALID_ARGUMENT
+        (VALIDATION_FAILED, field `transactions`) and posts nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -305,6 +332,11 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     request_deserializer=paymesh_dot_wallet_dot_v1_dot_wallet__pb2.PostTransactionRequest.FromString,
                     response_serializer=paymesh_dot_wallet_dot_v1_dot_wallet__pb2.LedgerTransaction.SerializeToString,
             ),
+            'PostTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostTransactions,
+                    request_deserializer=paymesh_dot_wallet_dot_v1_dot_wallet__pb2.PostTransactionsRequest.FromString,
+                    response_serializer=paymesh_dot_wallet_dot_v1_dot_wallet__pb2.PostTransactionsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'paymesh.wallet.v1.WalletService', rpc_method_handlers)
@@ -327,11 +359,16 @@ class WalletService:
     never go below zero available.
 
     The methods without an HTTP route (CreateHold, CaptureHold, ReleaseHold,
-    GetHold, PostTransaction) are internal: only callers with a service
-    identity (payment_svc) may call them, and the edge does not route them.
-    Each takes a caller-chosen `reference`: the same reference with the same
-    arguments returns the original result without a second effect; with other
-    arguments it fails with ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+    GetHold, PostTransaction, PostTransactions) are internal: only callers with
+    a service identity (payment_svc) may call them, and the edge does not route
+    them. Each takes a caller-chosen `reference`: the same reference with the
+    same arguments returns the original result without a second effect; with
+    other arguments it fails with ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+
+    PostTransactions is the batched PostTransaction: up to 1,000 transactions
+    in one call and one database transaction, each judged in request order as
+    if posted by its own PostTransaction right after the ones before it, each
+    answered on its own (a refused transaction does not fail the others).
 
     Errors: VALIDATION_FAILED, INVALID_CURRENCY, INVALID_AMOUNT,
     CURRENCY_MISMATCH, INVALID_PAGE_TOKEN, RESOURCE_NOT_FOUND,
@@ -655,6 +692,33 @@ class WalletService:
             '/paymesh.wallet.v1.WalletService/PostTransaction',
             paymesh_dot_wallet_dot_v1_dot_wallet__pb2.PostTransactionRequest.SerializeToString,
             paymesh_dot_wallet_dot_v1_dot_wallet__pb2.LedgerTransaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.wallet.v1.WalletService/PostTransactions',
+            paymesh_dot_wallet_dot_v1_dot_wallet__pb2.PostTransactionsRequest.SerializeToString,
+            paymesh_dot_wallet_dot_v1_dot_wallet__pb2.PostTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
