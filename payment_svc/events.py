@@ -23,6 +23,16 @@ def event_type(resource: str, to_state: str, *, created: bool) -> str:
     return f"{resource}.{'created' if created else to_state.lower()}"
 
 
+def payment_event(payment: payment_pb2.Payment, previous_state: str) -> events_pb2.Event:
+    """The event of a payment's change (`payment.created` when there is no previous state)."""
+    return events_pb2.Event(
+        type=event_type("payment", payment_pb2.Payment.State.Name(payment.state), created=not previous_state),
+        aggregate_type="payment",
+        aggregate_id=payment.payment_id,
+        payment_changed=events_pb2.PaymentChanged(payment=payment, previous_state=previous_state or None),
+    )
+
+
 class PaymentEvents:
     """Writes payment, refund and payout events into the outbox, in the caller's transaction."""
 
@@ -32,16 +42,7 @@ class PaymentEvents:
     async def payment_changed(
         self, conn: AsyncConnection, payment: payment_pb2.Payment, previous_state: str
     ) -> events_pb2.Event:
-        event = events_pb2.Event(
-            type=event_type("payment", payment_pb2.Payment.State.Name(payment.state), created=not previous_state),
-            aggregate_type="payment",
-            aggregate_id=payment.payment_id,
-            payment_changed=events_pb2.PaymentChanged(
-                payment=payment,
-                previous_state=previous_state or None,
-            ),
-        )
-        return await self._outbox.enqueue(conn, topic=TOPIC, event=event)
+        return await self._outbox.enqueue(conn, topic=TOPIC, event=payment_event(payment, previous_state))
 
     async def refund_changed(
         self, conn: AsyncConnection, refund: payment_pb2.Refund, *, payer_id: str, payee_id: str, created: bool

@@ -61,6 +61,27 @@ def fingerprint(method: str, request_bytes: bytes) -> bytes:
     return hashlib.sha256(method.encode() + b"\0" + request_bytes).digest()
 
 
+def previous_answer(
+    key: str, print_: bytes, *, stored_fingerprint: bytes, resource_id: uuid.UUID, done: Recorded | None
+) -> Recorded:
+    """What a request with a used key gets: the first request's recorded answer if it asked the same
+    and is done; ALREADY_EXISTS IDEMPOTENCY_KEY_REUSED if it asked something else; ABORTED
+    IDEMPOTENCY_KEY_IN_USE while the first is still running."""
+    if stored_fingerprint != print_:
+        raise AlreadyExists(
+            "IDEMPOTENCY_KEY_REUSED",
+            "this idempotency key was used with a different request",
+            metadata={"idempotency_key": key},
+        )
+    if done is None:
+        raise Aborted(
+            "IDEMPOTENCY_KEY_IN_USE",
+            "a request with this idempotency key is still being processed; retry later",
+            metadata={"idempotency_key": key, "resource_id": str(resource_id)},
+        )
+    return done
+
+
 class IdempotencyKeys:
     def __init__(self, retention: timedelta) -> None:
         self._retention = retention
@@ -87,19 +108,8 @@ class IdempotencyKeys:
         row = (await conn.execute(select(k).where(k.c.caller_id == caller, k.c.idempotency_key == key))).first()
         if row is None:
             return None
-        if row.fingerprint != print_:
-            raise AlreadyExists(
-                "IDEMPOTENCY_KEY_REUSED",
-                "this idempotency key was used with a different request",
-                metadata={"idempotency_key": key},
-            )
-        if row.state != "DONE":
-            raise Aborted(
-                "IDEMPOTENCY_KEY_IN_USE",
-                "a request with this idempotency key is still being processed; retry later",
-                metadata={"idempotency_key": key, "resource_id": str(row.resource_id)},
-            )
-        return Recorded(row.response_code, row.response_body)
+        done = Recorded(row.response_code, row.response_body) if row.state == "DONE" else None
+        return previous_answer(key, print_, stored_fingerprint=row.fingerprint, resource_id=row.resource_id, done=done)
 
     async def reserve(
         self, conn: AsyncConnection, caller: str, key: str, method: str, print_: bytes, resource_id: uuid.UUID

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from paymesh_runtime.errors import FailedPrecondition, InvalidArgument
 from paymesh_runtime.money import Money
@@ -98,15 +97,6 @@ def check_refundable(state: PaymentState) -> None:
     """Only a SUCCEEDED payment can be refunded (refunds do not change its state)."""
     if state is not PaymentState.SUCCEEDED:
         raise _illegal("payment", state, state, "refund")
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One recorded state change."""
-
-    from_state: str
-    to_state: str
-    reason: str
 
 
 def capture_amount(authorized: Money, requested: Money | None) -> Money:

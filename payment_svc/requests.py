@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from payment_svc.lifecycle import CaptureMethod, PaymentState
+from payment_svc.records import TransferIntent
 from paymesh.payment.v1 import payment_pb2
 from paymesh_runtime.errors import validation_failed
 from paymesh_runtime.money import Money, positive_money
@@ -67,6 +69,29 @@ class PaymentDraft:
             "state": PaymentState.PENDING.value,
             "description": self.description,
         }
+
+    def transfer(
+        self,
+        payment_id: uuid.UUID,
+        payer_id: str,
+        payee_id: str,
+        key: str,
+        fingerprint: bytes,
+        trace_context: Mapping[str, str],
+    ) -> TransferIntent:
+        """An automatic wallet payment as the batched money path takes it."""
+        return TransferIntent(
+            payment_id=payment_id,
+            payer_id=payer_id,
+            payee_id=payee_id,
+            source_wallet_id=self.source_wallet_id,
+            destination_wallet_id=self.destination_wallet_id,
+            amount=self.amount,
+            description=self.description,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            trace_context=trace_context,
+        )
 
 
 def payment_draft(request: payment_pb2.CreatePaymentRequest) -> PaymentDraft:

@@ -12,17 +12,18 @@ from payment_svc import store
 from payment_svc.commands import COMMANDS
 from payment_svc.events import PaymentEvents
 from payment_svc.idempotency import IdempotencyKeys
-from payment_svc.ledger import Ledger
 from payment_svc.processors import build_processor
 from payment_svc.recovery import RecoveryWorker
 from payment_svc.saga import Saga, SagaConfig
 from payment_svc.service import PaymentService
 from payment_svc.settings import PaymentSettings
+from payment_svc.transfers import TransferConfig, WalletTransfers
+from payment_svc.wallet_client import WalletClient
 from payment_svc.wallets import WalletDirectory
 from paymesh.payment.v1 import payment_pb2_grpc
 from paymesh_runtime import app
 from paymesh_runtime.channels import internal_channel
-from paymesh_runtime.db import create_engine, database_probe
+from paymesh_runtime.db import create_engine, create_pool, database_probe
 from paymesh_runtime.identity import ServiceTokens
 from paymesh_runtime.outbox import Outbox, outbox_relay
 from paymesh_runtime.server import Servicer
@@ -47,15 +48,31 @@ def saga_config(settings: PaymentSettings) -> SagaConfig:
 
 async def build(settings: PaymentSettings) -> app.ServiceApp:
     engine = create_engine(settings)
-    events = PaymentEvents(Outbox(store.outbox, store.outbox_sequence, NAME))
+    outbox = Outbox(store.outbox, store.outbox_sequence, NAME)
+    events = PaymentEvents(outbox)
     tokens = ServiceTokens(settings.service_token_secret.get_secret_value())
     wallet_channel = internal_channel(settings.wallet_addr, caller=NAME, tokens=tokens)
-    ledger = Ledger(wallet_channel, settings.wallet_timeout_seconds)
+    wallet_svc = WalletClient(wallet_channel, settings.wallet_timeout_seconds)
     processor = build_processor(settings)
     keys = IdempotencyKeys(timedelta(hours=settings.idempotency_retention_hours))
     config = saga_config(settings)
-    saga = Saga(engine, ledger, processor, events, keys, config)
-    service = PaymentService(engine, saga, WalletDirectory(ledger), keys, events, processor)
+    saga = Saga(engine, wallet_svc, processor, events, keys, config)
+    pool = await create_pool(settings, settings.batch_pool_size)
+    transfers = WalletTransfers(
+        pool,
+        wallet_svc,
+        outbox,
+        TransferConfig(
+            owner=config.worker_id,
+            lease=config.lease,
+            key_retention=timedelta(hours=settings.idempotency_retention_hours),
+            retry_after=config.retry_backoff,
+            max_batch=settings.batch_max_size,
+            max_in_flight=settings.batch_max_in_flight,
+            crash_at=settings.crash_after_step,
+        ),
+    )
+    service = PaymentService(engine, saga, WalletDirectory(wallet_svc), keys, events, processor, transfers)
     recovery = RecoveryWorker(
         engine,
         saga,
@@ -77,7 +94,7 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
         ],
         probes={"postgres": database_probe(engine)},
         background=[relay.run, recovery.run, recovery.prune_keys, recovery.report_backlog],
-        cleanup=[close_wallet_channel, processor.aclose, engine.dispose],
+        cleanup=[transfers.drain, close_wallet_channel, processor.aclose, pool.close, engine.dispose],
     )
 
 

@@ -35,10 +35,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payment_svc import store, views
 from payment_svc.events import PaymentEvents
 from payment_svc.idempotency import OK, IdempotencyKeys, Recorded, fingerprint, validate_key
-from payment_svc.ledger import LedgerRefused, LedgerUnavailable
+from payment_svc.lifecycle import CaptureMethod
 from payment_svc.processor import Processor, WebhookSignatureInvalid
+from payment_svc.records import TransferIntent
 from payment_svc.requests import PaymentDraft, parse_id, payment_draft, payout_draft, short_text
-from payment_svc.saga import Driven, Interrupted, Saga
+from payment_svc.saga import Driven, Interrupted, PaymentRecord, Saga
+from payment_svc.transfers import WalletTransfers
+from payment_svc.wallet_client import WalletRefused, WalletUnavailable
 from payment_svc.wallets import WalletDirectory, WalletFacts
 from payment_svc.webhooks import WebhookHandler
 from paymesh.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -54,6 +57,7 @@ from paymesh_runtime.errors import (
 from paymesh_runtime.idempotency_key import HEADER, REPLAYED_HEADER, mark_replayed
 from paymesh_runtime.identity import Context, User, require_user
 from paymesh_runtime.money import Money, positive_money
+from paymesh_runtime.outbox import trace_context
 
 M = TypeVar("M", bound=Message)
 
@@ -62,8 +66,8 @@ def _metadata(context: Context) -> dict[str, str]:
     return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
-def _wallet_error(error: LedgerRefused | LedgerUnavailable, wallet_id: str) -> PaymeshError:
-    if isinstance(error, LedgerUnavailable):
+def _wallet_error(error: WalletRefused | WalletUnavailable, wallet_id: str) -> PaymeshError:
+    if isinstance(error, WalletUnavailable):
         return Unavailable("DEPENDENCY_UNAVAILABLE", "wallet_svc did not answer; retry with the same idempotency key")
     # Missing, malformed or not the caller's: the same answer, so nothing leaks.
     return not_found("wallet", wallet_id)
@@ -92,11 +96,13 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         keys: IdempotencyKeys,
         events: PaymentEvents,
         processor: Processor,
+        transfers: WalletTransfers,
     ) -> None:
         self._engine = engine
         self._saga = saga
+        self._transfers = transfers
         # Sagas keep running when their caller hangs up (see _drive).
-        self._in_flight: set[asyncio.Task[Driven]] = set()
+        self._in_flight: set[asyncio.Task[Driven | Recorded]] = set()
         self._wallets = wallets
         self._keys = keys
         self._events = events
@@ -133,28 +139,60 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
             return await self._replay(context, recorded, payment_pb2.Payment)
         payee_id = await self._check_wallets(user, draft)
         payment_id = uuid.uuid4()
-        async with self._engine.begin() as conn:
-            recorded = await self._keys.reserve(conn, user.user_id, key, "CreatePayment", print_, payment_id)
-            if recorded is None:
-                record = await self._saga.open_payment(conn, draft.row(payment_id, user.user_id, payee_id))
-        if recorded is not None:
-            return await self._replay(context, recorded, payment_pb2.Payment)
-        return await self._drive(lambda pid: self._saga.drive_payment(pid, record), payment_id, payment_pb2.Payment)
+        if draft.source_wallet_id and draft.capture_method is CaptureMethod.AUTOMATIC:
+            intent = draft.transfer(payment_id, user.user_id, payee_id, key, print_, trace_context())
+            return await self._transfer(context, intent)
+        created: list[PaymentRecord] = []
+
+        async def create() -> Recorded | None:
+            async with self._engine.begin() as conn:
+                recorded = await self._keys.reserve(conn, user.user_id, key, "CreatePayment", print_, payment_id)
+                if recorded is None:
+                    created.append(await self._saga.open_payment(conn, draft.row(payment_id, user.user_id, payee_id)))
+            return recorded
+
+        return await self._drive(
+            context, lambda pid: self._saga.drive_payment(pid, created[0]), payment_id, payment_pb2.Payment, create
+        )
+
+    async def _transfer(self, context: Context, intent: TransferIntent) -> payment_pb2.Payment:
+        """An automatic wallet payment, made in the next batch (payment_svc.transfers)."""
+        answer = await self._transfers.pay(intent)
+        if isinstance(answer, Recorded):
+            return await self._replay(context, answer, payment_pb2.Payment)
+        if isinstance(answer, PaymeshError):
+            raise answer
+        return answer
 
     async def _drive(
-        self, drive: Callable[[uuid.UUID], Awaitable[Driven]], resource_id: uuid.UUID, message_type: type[M]
+        self,
+        context: Context,
+        drive: Callable[[uuid.UUID], Awaitable[Driven]],
+        resource_id: uuid.UUID,
+        message_type: type[M],
+        prepare: Callable[[], Awaitable[Recorded | None]] | None = None,
     ) -> M:
-        # A client that cancels or times out must not stop the saga halfway
-        # (hold taken, payment not yet recorded): it would wait for recovery
-        # after the lease lapses. The work runs on; the caller's answer is lost,
-        # and a retry with the same Idempotency-Key gets it.
-        task = asyncio.ensure_future(drive(resource_id))
+        """Runs `prepare` (the transaction that creates or claims the resource; a Recorded answer
+        replays a used key instead) then the saga, as one task the caller cannot cancel halfway.
+
+        A client that cancels or times out must not stop the work between the commit that leases
+        the resource to this replica and the drive (the resource would wait for the lease to lapse),
+        nor in the middle of the saga. The work runs on; the caller's answer is lost, and a retry
+        with the same Idempotency-Key gets it."""
+
+        async def work() -> Driven | Recorded:
+            recorded = await prepare() if prepare is not None else None
+            return recorded if recorded is not None else await drive(resource_id)
+
+        task = asyncio.ensure_future(work())
         self._in_flight.add(task)
         task.add_done_callback(_forget(self._in_flight))
         try:
             driven = await asyncio.shield(task)
         except Interrupted as interrupted:
             raise interrupted.error from None
+        if isinstance(driven, Recorded):
+            return await self._replay(context, driven, message_type)
         if driven.error is not None:
             raise driven.error
         assert isinstance(driven.message, message_type)
@@ -163,7 +201,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     async def _wallet_facts(self, wallet_id: str) -> WalletFacts:
         try:
             return await self._wallets.facts(wallet_id)
-        except (LedgerRefused, LedgerUnavailable) as error:
+        except (WalletRefused, WalletUnavailable) as error:
             raise _wallet_error(error, wallet_id) from None
 
     async def _check_wallets(self, user: User, draft: PaymentDraft) -> str:
@@ -219,14 +257,20 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     async def CapturePayment(self, request: payment_pb2.CapturePaymentRequest, context: Context) -> payment_pb2.Payment:
         row = await self._visible_payment(require_user(context), request.payment_id)
         amount = _optional_money(request)
-        await self._saga.begin_capture(row.payment_id, amount)
-        return await self._drive(self._saga.drive_payment, row.payment_id, payment_pb2.Payment)
+
+        async def begin() -> None:
+            await self._saga.begin_capture(row.payment_id, amount)
+
+        return await self._drive(context, self._saga.drive_payment, row.payment_id, payment_pb2.Payment, begin)
 
     async def CancelPayment(self, request: payment_pb2.CancelPaymentRequest, context: Context) -> payment_pb2.Payment:
         row = await self._visible_payment(require_user(context), request.payment_id)
         reason = short_text(request.reason, "reason") or "canceled"
-        await self._saga.request_cancel(row.payment_id, reason)
-        return await self._drive(self._saga.drive_payment, row.payment_id, payment_pb2.Payment)
+
+        async def request_cancel() -> None:
+            await self._saga.request_cancel(row.payment_id, reason)
+
+        return await self._drive(context, self._saga.drive_payment, row.payment_id, payment_pb2.Payment, request_cancel)
 
     # --- refunds ----------------------------------------------------------------------
 
@@ -244,15 +288,17 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         if not (user.is_admin or user.user_id == payment.payee_id):
             raise PermissionDenied("PERMISSION_DENIED", "only the payee or an admin may refund a payment")
         refund_id = uuid.uuid4()
-        async with self._engine.begin() as conn:
-            recorded = await self._keys.reserve(conn, user.user_id, key, "CreateRefund", print_, refund_id)
-            if recorded is None:
-                await self._saga.open_refund(
-                    conn, payment.payment_id, refund_id, requested, reason, user.user_id, self._saga.lease_values()
-                )
-        if recorded is not None:
-            return await self._replay(context, recorded, payment_pb2.Refund)
-        return await self._drive(self._saga.drive_refund, refund_id, payment_pb2.Refund)
+
+        async def create() -> Recorded | None:
+            async with self._engine.begin() as conn:
+                recorded = await self._keys.reserve(conn, user.user_id, key, "CreateRefund", print_, refund_id)
+                if recorded is None:
+                    await self._saga.open_refund(
+                        conn, payment.payment_id, refund_id, requested, reason, user.user_id, self._saga.lease_values()
+                    )
+            return recorded
+
+        return await self._drive(context, self._saga.drive_refund, refund_id, payment_pb2.Refund, create)
 
     async def ListRefunds(
         self, request: payment_pb2.ListRefundsRequest, context: Context
@@ -281,15 +327,17 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
             return await self._replay(context, recorded, payment_pb2.Payout)
         await self._own_wallet(user, draft["wallet_id"], Money(draft["currency"], draft["amount"]))
         payout_id = uuid.uuid4()
-        async with self._engine.begin() as conn:
-            recorded = await self._keys.reserve(conn, user.user_id, key, "CreatePayout", print_, payout_id)
-            if recorded is None:
-                values = {**draft, "payout_id": payout_id, "owner_id": user.user_id, "state": "PENDING"}
-                row, _ = await store.insert_resource(conn, "payout", {**values, **self._saga.lease_values()})
-                await self._events.payout_changed(conn, views.payout(row), created=True)
-        if recorded is not None:
-            return await self._replay(context, recorded, payment_pb2.Payout)
-        return await self._drive(self._saga.drive_payout, payout_id, payment_pb2.Payout)
+
+        async def create() -> Recorded | None:
+            async with self._engine.begin() as conn:
+                recorded = await self._keys.reserve(conn, user.user_id, key, "CreatePayout", print_, payout_id)
+                if recorded is None:
+                    values = {**draft, "payout_id": payout_id, "owner_id": user.user_id, "state": "PENDING"}
+                    row, _ = await store.insert_resource(conn, "payout", {**values, **self._saga.lease_values()})
+                    await self._events.payout_changed(conn, views.payout(row), created=True)
+            return recorded
+
+        return await self._drive(context, self._saga.drive_payout, payout_id, payment_pb2.Payout, create)
 
     async def GetPayout(self, request: payment_pb2.GetPayoutRequest, context: Context) -> payment_pb2.Payout:
         user = require_user(context)
@@ -317,10 +365,12 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
 _log = logging.getLogger(__name__)
 
 
-def _forget(in_flight: set[asyncio.Task[Driven]]) -> Callable[[asyncio.Task[Driven]], None]:
+def _forget(
+    in_flight: set[asyncio.Task[Driven | Recorded]],
+) -> Callable[[asyncio.Task[Driven | Recorded]], None]:
     """Drops a finished saga task and retrieves its outcome (its caller, if still there, handles it too)."""
 
-    def done(task: asyncio.Task[Driven]) -> None:
+    def done(task: asyncio.Task[Driven | Recorded]) -> None:
         in_flight.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None and not isinstance(error, Interrupted):
             _log.debug("saga task ended with %r", error)

@@ -13,7 +13,11 @@ from paymesh_runtime.settings import ServiceSettings
 class PaymentSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENT_", extra="ignore", frozen=True)
 
-    wallet_addr: str = Field("127.0.0.1:50052", description="wallet_svc gRPC address.")
+    wallet_addr: str = Field(
+        "127.0.0.1:50052",
+        description="wallet_svc gRPC target: host:port, dns:///name, or ipv4:host:port,host:port,... for "
+        "client-side round robin over replicas.",
+    )
     wallet_timeout_seconds: float = Field(5.0, gt=0, description="Deadline of one call to wallet_svc.")
     processor_url: str = Field("http://127.0.0.1:8091", description="Card processor base URL.")
     # --- the card processor adapter (payment_svc.processors.build_processor) ---
@@ -77,13 +81,24 @@ class PaymentSettings(ServiceSettings):
     retry_backoff_seconds: float = Field(1.0, gt=0, description="First delay before retrying an interrupted saga.")
     max_retry_backoff_seconds: float = Field(60.0, gt=0, description="Longest delay between saga retries.")
     recovery_batch_size: int = Field(50, ge=1, description="Resources claimed per recovery round.")
+    batch_max_size: int = Field(
+        200,
+        ge=1,
+        le=1000,
+        description="Most automatic wallet payments handled in one batch (one transaction per stage, one wallet call).",
+    )
+    batch_max_in_flight: int = Field(
+        2, ge=1, description="Batches of wallet payments under way at once; a payment arriving alone never waits."
+    )
+    batch_pool_size: int = Field(4, ge=1, description="asyncpg connections of the batched wallet payment path.")
     crash_after_step: str = Field(
         "",
-        pattern="^(|(hold|authorize|capture|credit|payout)(|:started|:called))$",
+        pattern="^(|(hold|authorize|capture|credit|payout|transfer)(|:started|:called)|batch:(opened|posted))$",
         description=(
             "TESTS ONLY (crash-recovery tests): SIGKILL the process at a point of a saga step: `<step>` right after "
             "its result commits, `<step>:started` once it is recorded STARTED but before its call, `<step>:called` "
-            "after its call answered but before its result commits."
+            "after its call answered but before its result commits; `batch:opened` once a batch of wallet payments "
+            "committed its payments, `batch:posted` once wallet_svc posted the batch's transfers."
         ),
     )
 

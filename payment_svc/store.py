@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from payment_svc.records import Transition
 from paymesh_runtime.outbox import outbox_tables
 from paymesh_runtime.sql import compiled_once
 
@@ -191,16 +192,6 @@ WORKED: dict[str, tuple[Table, Column[Any]]] = {
 }
 
 AnyRow = Row[Any]
-
-
-@dataclass(frozen=True)
-class Transition:
-    """A state change as `transitions` holds it (the trigger of migration 0005 writes the row)."""
-
-    from_state: str
-    to_state: str
-    reason: str
-    time: datetime
 
 
 # --- reads ----------------------------------------------------------------------------

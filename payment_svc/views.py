@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
 
-from payment_svc.store import AnyRow, Transition
+from payment_svc.records import Transition
+from payment_svc.store import AnyRow
 from paymesh.common.v1 import money_pb2
 from paymesh.payment.v1 import payment_pb2
 from paymesh_runtime.wire import timestamp
@@ -14,7 +18,48 @@ def money(currency: str, amount: int) -> money_pb2.Money:
     return money_pb2.Money(currency=currency, amount=amount)
 
 
-def payment(row: AnyRow, transitions: Sequence[Transition]) -> payment_pb2.Payment:
+class PaymentFields(Protocol):
+    """What the message of a payment is made of: a stored row or a records.Payment."""
+
+    @property
+    def payment_id(self) -> uuid.UUID: ...
+    @property
+    def payer_id(self) -> str: ...
+    @property
+    def payee_id(self) -> str: ...
+    @property
+    def source_wallet_id(self) -> str | None: ...
+    @property
+    def card_token(self) -> str | None: ...
+    @property
+    def destination_wallet_id(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def amount_captured(self) -> int: ...
+    @property
+    def amount_refunded(self) -> int: ...
+    @property
+    def capture_method(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def failure_code(self) -> str: ...
+    @property
+    def failure_message(self) -> str: ...
+    @property
+    def capture_before(self) -> datetime | None: ...
+    @property
+    def create_time(self) -> datetime: ...
+    @property
+    def update_time(self) -> datetime: ...
+
+
+def payment(row: PaymentFields, transitions: Sequence[Transition]) -> payment_pb2.Payment:
     source = (
         payment_pb2.PaymentSource(wallet_id=row.source_wallet_id)
         if row.source_wallet_id is not None

@@ -6,9 +6,9 @@ returns the original result instead of moving money twice. The channel adds
 payment_svc's service token (the methods are internal to the mesh).
 
 Failures are sorted into two kinds the saga understands:
-- LedgerRefused: a definitive business answer (insufficient funds, frozen or
+- WalletRefused: a definitive business answer (insufficient funds, frozen or
   closed wallet, hold no longer open...). Retrying will not help.
-- LedgerUnavailable: no definitive answer (wallet_svc down, deadline). The
+- WalletUnavailable: no definitive answer (wallet_svc down, deadline). The
   saga retries later with the same reference.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
@@ -36,7 +36,7 @@ _REFUSALS = {
 }
 
 
-class LedgerRefused(Exception):
+class WalletRefused(Exception):
     """wallet_svc answered with a definitive refusal."""
 
     def __init__(self, reason: str, message: str, status: grpc.StatusCode) -> None:
@@ -51,7 +51,7 @@ class LedgerRefused(Exception):
         return self.reason.lower()
 
 
-class LedgerUnavailable(Exception):
+class WalletUnavailable(Exception):
     """wallet_svc gave no definitive answer; retry with the same reference."""
 
 
@@ -61,11 +61,26 @@ def wallet_account(wallet_id: str) -> wallet_pb2.AccountRef:
 
 def _reason(error: grpc.aio.AioRpcError) -> str:
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in status.details if status is not None else ():
+    return _status_reason(status) if status is not None else error.code().name
+
+
+def _status_reason(status: status_pb2.Status) -> str:
+    for detail in status.details:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
             return str(info.reason)
-    return error.code().name
+    return grpc.StatusCode(_CODES[status.code]).name if status.code in _CODES else "UNKNOWN"
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _item_error(status: status_pb2.Status) -> WalletRefused | WalletUnavailable:
+    """The error of one transaction of a batch, sorted like a whole call's."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    if code in _REFUSALS:
+        return WalletRefused(_status_reason(status), status.message, code)
+    return WalletUnavailable(f"wallet_svc PostTransactions item: {code.name}")
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,28 @@ class Posting:
     amount: Money
 
 
-class Ledger:
+@dataclass(frozen=True)
+class PostRequest:
+    """One balanced ledger transaction, idempotent by its reference."""
+
+    reference: str
+    postings: Sequence[Posting]
+    payment_id: str
+    description: str
+
+    def message(self) -> wallet_pb2.PostTransactionRequest:
+        return wallet_pb2.PostTransactionRequest(
+            reference=self.reference,
+            postings=[wallet_pb2.Posting(account=p.account, amount=money_message(p.amount)) for p in self.postings],
+            payment_id=self.payment_id,
+            description=self.description,
+        )
+
+
+PostResult = wallet_pb2.LedgerTransaction | WalletRefused | WalletUnavailable
+
+
+class WalletClient:
     """Calls wallet_svc over an internal channel (service token attached by the channel)."""
 
     def __init__(self, channel: grpc.aio.Channel, timeout_seconds: float) -> None:
@@ -86,8 +122,8 @@ class Ledger:
             return await getattr(self._stub, method)(request, timeout=self._timeout, metadata=metadata or None)
         except grpc.aio.AioRpcError as error:
             if error.code() in _REFUSALS:
-                raise LedgerRefused(_reason(error), error.details() or "", error.code()) from error
-            raise LedgerUnavailable(f"wallet_svc {method}: {error.code().name}") from error
+                raise WalletRefused(_reason(error), error.details() or "", error.code()) from error
+            raise WalletUnavailable(f"wallet_svc {method}: {error.code().name}") from error
 
     async def get_wallet(self, wallet_id: str) -> wallet_pb2.Wallet:
         """Any wallet, read with payment_svc's own service identity (to learn a payee and its currency)."""
@@ -127,19 +163,27 @@ class Ledger:
         """Releases a hold; one that is no longer open (released, expired) counts as released."""
         try:
             await self._call("ReleaseHold", wallet_pb2.ReleaseHoldRequest(reference=reference, hold_id=hold_id))
-        except LedgerRefused as refused:
+        except WalletRefused as refused:
             if refused.reason != "HOLD_NOT_OPEN":
                 raise
 
     async def post(
         self, reference: str, postings: Sequence[Posting], payment_id: str, description: str
     ) -> wallet_pb2.LedgerTransaction:
-        request = wallet_pb2.PostTransactionRequest(
-            reference=reference,
-            postings=[wallet_pb2.Posting(account=p.account, amount=money_message(p.amount)) for p in postings],
-            payment_id=payment_id,
-            description=description,
-        )
-        reply = await self._call("PostTransaction", request)
+        reply = await self._call("PostTransaction", PostRequest(reference, postings, payment_id, description).message())
         assert isinstance(reply, wallet_pb2.LedgerTransaction)
         return reply
+
+    async def post_many(self, requests: Sequence[PostRequest]) -> list[PostResult]:
+        """Posts many transactions in one call (one database transaction of wallet_svc): for each, in
+        order, the posted (or replayed) transaction or its own refusal. Raises WalletRefused or
+        WalletUnavailable when the call as a whole got no per-transaction answer."""
+        request = wallet_pb2.PostTransactionsRequest(transactions=[r.message() for r in requests])
+        reply = await self._call("PostTransactions", request)
+        assert isinstance(reply, wallet_pb2.PostTransactionsResponse)
+        if len(reply.results) != len(requests):
+            raise WalletUnavailable(f"wallet_svc answered {len(reply.results)} results for {len(requests)}")
+        return [
+            result.transaction if result.HasField("transaction") else _item_error(result.error)
+            for result in reply.results
+        ]

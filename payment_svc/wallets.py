@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from payment_svc.ledger import Ledger
+from payment_svc.wallet_client import WalletClient
 
 DEFAULT_CAPACITY = 100_000
 
@@ -26,8 +26,8 @@ class WalletFacts:
 class WalletDirectory:
     """An LRU cache of wallet facts in front of wallet_svc's GetWallet (read with payment_svc's identity)."""
 
-    def __init__(self, ledger: Ledger, capacity: int = DEFAULT_CAPACITY) -> None:
-        self._ledger = ledger
+    def __init__(self, wallet_svc: WalletClient, capacity: int = DEFAULT_CAPACITY) -> None:
+        self._wallet_svc = wallet_svc
         self._capacity = capacity
         self._facts: OrderedDict[str, WalletFacts] = OrderedDict()
 
@@ -35,12 +35,12 @@ class WalletDirectory:
         return all(wallet_id in self._facts for wallet_id in wallet_ids if wallet_id)
 
     async def facts(self, wallet_id: str) -> WalletFacts:
-        """The wallet's owner and currency; raises LedgerRefused (e.g. NOT_FOUND) or LedgerUnavailable."""
+        """The wallet's owner and currency; raises WalletRefused (e.g. NOT_FOUND) or WalletUnavailable."""
         cached = self._facts.get(wallet_id)
         if cached is not None:
             self._facts.move_to_end(wallet_id)
             return cached
-        wallet = await self._ledger.get_wallet(wallet_id)
+        wallet = await self._wallet_svc.get_wallet(wallet_id)
         facts = WalletFacts(str(wallet.owner_id), str(wallet.currency))
         self._facts[wallet_id] = facts
         if len(self._facts) > self._capacity:

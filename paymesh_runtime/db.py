@@ -1,12 +1,17 @@
-"""The service's database: one async SQLAlchemy engine (asyncpg) per process."""
+"""The service's database: one async SQLAlchemy engine (asyncpg) per process, and for the money
+path a plain asyncpg pool (prepared statements, no ORM or Core layer in between)."""
 
 from __future__ import annotations
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from paymesh_runtime.health import Probe
 from paymesh_runtime.settings import ServiceSettings
+
+# Money paths fail fast instead of queueing forever behind a lock.
+SERVER_SETTINGS = {"lock_timeout": "5s", "statement_timeout": "30s"}
 
 
 def create_engine(settings: ServiceSettings) -> AsyncEngine:
@@ -19,9 +24,20 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
         # statement once, and SQLAlchemy then discards every pooled connection opened before, so
         # after a database restart the health probe (every few seconds) takes that one failure.
         pool_pre_ping=False,
-        # Money paths fail fast instead of queueing forever behind a lock.
-        connect_args={"server_settings": {"lock_timeout": "5s", "statement_timeout": "30s"}},
+        # A failed statement's error (logged, or echoed anywhere) never carries its parameters:
+        # password hashes, tokens, emails, sealed secrets.
+        hide_parameters=True,
+        connect_args={"server_settings": SERVER_SETTINGS},
     )
+
+
+async def create_pool(settings: ServiceSettings, size: int) -> asyncpg.Pool:
+    """An asyncpg pool on the service's database for its hot path: each connection prepares a
+    statement once and reuses it (asyncpg's statement cache)."""
+    dsn = settings.database_url.get_secret_value().replace("postgresql+asyncpg://", "postgresql://", 1)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, server_settings=SERVER_SETTINGS)
+    assert pool is not None
+    return pool
 
 
 def database_probe(engine: AsyncEngine) -> Probe:

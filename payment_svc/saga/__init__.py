@@ -42,7 +42,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payment_svc.events import PaymentEvents
 from payment_svc.idempotency import IdempotencyKeys
-from payment_svc.ledger import Ledger
 from payment_svc.processor import Processor
 from payment_svc.saga.card_source import CardSource
 from payment_svc.saga.payments import PaymentFlow, PaymentLog, PaymentRecord
@@ -50,6 +49,7 @@ from payment_svc.saga.payouts import PayoutFlow
 from payment_svc.saga.refunds import RefundFlow
 from payment_svc.saga.steps import Driven, Interrupted, SagaConfig, Steps, kill_this_process
 from payment_svc.saga.wallet_source import WalletSource
+from payment_svc.wallet_client import WalletClient
 from paymesh_runtime.money import Money
 
 __all__ = ["Driven", "Interrupted", "PaymentRecord", "Saga", "SagaConfig"]
@@ -63,7 +63,7 @@ class Saga:
     def __init__(
         self,
         engine: AsyncEngine,
-        ledger: Ledger,
+        wallet_svc: WalletClient,
         processor: Processor,
         events: PaymentEvents,
         keys: IdempotencyKeys,
@@ -75,11 +75,11 @@ class Saga:
         self._payments = PaymentFlow(
             self._steps,
             payment_log,
-            wallet=WalletSource(self._steps, payment_log, ledger, config.automatic_hold_ttl_seconds),
-            card=CardSource(self._steps, payment_log, processor, ledger),
+            wallet=WalletSource(self._steps, payment_log, wallet_svc, config.automatic_hold_ttl_seconds),
+            card=CardSource(self._steps, payment_log, processor, wallet_svc),
         )
-        self._refunds = RefundFlow(self._steps, ledger, processor, events, keys)
-        self._payouts = PayoutFlow(self._steps, ledger, processor, events, keys, config.payout_hold_ttl_seconds)
+        self._refunds = RefundFlow(self._steps, wallet_svc, processor, events, keys)
+        self._payouts = PayoutFlow(self._steps, wallet_svc, processor, events, keys, config.payout_hold_ttl_seconds)
 
     @property
     def owner(self) -> str:

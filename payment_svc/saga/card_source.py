@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 
-from payment_svc.ledger import SETTLEMENT, Ledger, LedgerRefused, LedgerUnavailable, Posting, wallet_account
 from payment_svc.processor import (
     Operation,
     Outcome,
@@ -22,6 +21,14 @@ from payment_svc.processor import (
 from payment_svc.saga.payments import PaymentLog, PaymentRecord
 from payment_svc.saga.steps import Interrupted, Steps, dependency_unavailable, processor_unavailable
 from payment_svc.store import AnyRow
+from payment_svc.wallet_client import (
+    SETTLEMENT,
+    Posting,
+    WalletClient,
+    WalletRefused,
+    WalletUnavailable,
+    wallet_account,
+)
 from paymesh_runtime.errors import PaymeshError
 from paymesh_runtime.money import Money
 
@@ -29,11 +36,11 @@ log = logging.getLogger(__name__)
 
 
 class CardSource:
-    def __init__(self, steps: Steps, log: PaymentLog, processor: Processor, ledger: Ledger) -> None:
+    def __init__(self, steps: Steps, log: PaymentLog, processor: Processor, wallet_svc: WalletClient) -> None:
         self._steps = steps
         self._log = log
         self._processor = processor
-        self._ledger = ledger
+        self._wallet_svc = wallet_svc
 
     async def authorize(self, record: PaymentRecord) -> tuple[PaymentRecord, PaymeshError | None]:
         p = record.row
@@ -112,18 +119,18 @@ class CardSource:
         postings = [Posting(SETTLEMENT, -amount), Posting(wallet_account(p.destination_wallet_id), amount)]
 
         async def credit(ref: str) -> str:
-            tx = await self._ledger.post(ref, postings, str(p.payment_id), f"card payment {p.payment_id}")
+            tx = await self._wallet_svc.post(ref, postings, str(p.payment_id), f"card payment {p.payment_id}")
             return str(tx.transaction_id)
 
         try:
             transaction_id = await self._steps.run(
                 "payment", p.payment_id, "credit", credit, started=record.started == "credit"
             )
-        except LedgerRefused as refused:
+        except WalletRefused as refused:
             # The card is charged but the destination refuses the money: give it back to the card.
             record = await self._log.commit(record, step="credit", status="FAILED", reason=refused.failure_code)
             return await self._refund_captured_card(record, amount, refused.failure_code)
-        except LedgerUnavailable:
+        except WalletUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
         return await self._log.succeeded(record, "credit", transaction_id, amount)
 

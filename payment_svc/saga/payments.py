@@ -35,6 +35,7 @@ from payment_svc.lifecycle import (
     check_capturable,
     check_payment_transition,
 )
+from payment_svc.records import Transition
 from payment_svc.saga.steps import Driven, Steps, recorded_response
 from payment_svc.store import AnyRow
 from paymesh.payment.v1 import payment_pb2
@@ -47,7 +48,7 @@ class PaymentRecord:
     """A payment as this replica last committed (or read) it."""
 
     row: AnyRow
-    transitions: tuple[store.Transition, ...]
+    transitions: tuple[Transition, ...]
     # The step recorded STARTED, with the lease renewed, in that same commit: its call may go at once.
     started: str | None = None
     # The payment rests and that commit gave the lease back.
@@ -62,7 +63,9 @@ class PaymentRecord:
 
 
 def first_step(row: AnyRow) -> str:
-    return "hold" if row.source_wallet_id else "authorize"
+    if not row.source_wallet_id:
+        return "authorize"
+    return "transfer" if row.capture_method == CaptureMethod.AUTOMATIC else "hold"
 
 
 def _check_transition(current: str, target: str) -> None:
@@ -174,7 +177,7 @@ class PaymentLog:
             next_step="capture",
         )  # fmt: skip
 
-    async def succeeded(self, record: PaymentRecord, step: str, result_ref: str, amount: Money) -> PaymentRecord:
+    async def succeeded(self, record: PaymentRecord, step: str | None, result_ref: str, amount: Money) -> PaymentRecord:
         return await self.commit(
             record,
             step=step,

@@ -21,7 +21,6 @@ from typing import Any
 from payment_svc import store, views
 from payment_svc.events import PaymentEvents
 from payment_svc.idempotency import IdempotencyKeys
-from payment_svc.ledger import SETTLEMENT, Ledger, LedgerRefused, LedgerUnavailable
 from payment_svc.lifecycle import FINAL_PAYOUT_STATES, RESTING_PAYOUT_STATES, PayoutState, check_payout_transition
 from payment_svc.processor import (
     Operation,
@@ -40,6 +39,7 @@ from payment_svc.saga.steps import (
     recorded_response,
 )
 from payment_svc.store import AnyRow
+from payment_svc.wallet_client import SETTLEMENT, WalletClient, WalletRefused, WalletUnavailable
 from paymesh_runtime.errors import PaymeshError
 from paymesh_runtime.money import Money
 
@@ -52,14 +52,14 @@ class PayoutFlow:
     def __init__(
         self,
         steps: Steps,
-        ledger: Ledger,
+        wallet_svc: WalletClient,
         processor: Processor,
         events: PaymentEvents,
         keys: IdempotencyKeys,
         hold_ttl_seconds: int,
     ) -> None:
         self._steps = steps
-        self._ledger = ledger
+        self._wallet_svc = wallet_svc
         self._processor = processor
         self._events = events
         self._keys = keys
@@ -125,20 +125,20 @@ class PayoutFlow:
 
     async def _hold(self, o: AnyRow) -> None:
         async def hold(ref: str) -> str:
-            created = await self._ledger.create_hold(
+            created = await self._wallet_svc.create_hold(
                 ref, o.wallet_id, Money(o.currency, o.amount), str(o.payout_id), self._hold_ttl
             )
             return str(created.hold_id)
 
         try:
             hold_id = await self._steps.run("payout", o.payout_id, "hold", hold)
-        except LedgerRefused as refused:
+        except WalletRefused as refused:
             await self._commit(
                 o, step="hold", status="FAILED", to_state=PayoutState.FAILED, reason=refused.failure_code,
                 values={"failure_code": refused.failure_code},
             )  # fmt: skip
             return
-        except LedgerUnavailable:
+        except WalletUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
         await self._commit(o, step="hold", result_ref=hold_id, values={"hold_id": hold_id})
 
@@ -188,14 +188,14 @@ class PayoutFlow:
 
     async def _capture(self, o: AnyRow) -> None:
         async def capture(ref: str) -> str:
-            reply = await self._ledger.capture_hold(
+            reply = await self._wallet_svc.capture_hold(
                 ref, o.hold_id, Money(o.currency, o.amount), SETTLEMENT, f"payout {o.payout_id}"
             )
             return str(reply.transaction.transaction_id)
 
         try:
             transaction_id = await self._steps.run("payout", o.payout_id, "capture", capture)
-        except (LedgerRefused, LedgerUnavailable):
+        except (WalletRefused, WalletUnavailable):
             # The money left through the processor: the capture must happen; retry until it does.
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
         await self._commit(
@@ -214,11 +214,11 @@ class PayoutFlow:
         hold_id = o.hold_id
 
         async def release(ref: str) -> None:
-            await self._ledger.release_hold(ref, hold_id)
+            await self._wallet_svc.release_hold(ref, hold_id)
 
         try:
             await self._steps.run("payout", o.payout_id, "release", release)
-        except (LedgerRefused, LedgerUnavailable):
+        except (WalletRefused, WalletUnavailable):
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
         if step is not None:
             async with self._steps.engine.begin() as conn:

@@ -20,11 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from payment_svc import store, views
 from payment_svc.events import PaymentEvents
 from payment_svc.idempotency import IdempotencyKeys
-from payment_svc.ledger import SETTLEMENT, Ledger, LedgerRefused, LedgerUnavailable, Posting, wallet_account
 from payment_svc.lifecycle import PaymentState, RefundState, check_refund_transition, check_refundable, refund_amount
 from payment_svc.processor import Operation, Outcome, Processor, ProcessorRejected, ProcessorResult
 from payment_svc.saga.steps import Driven, Interrupted, Steps, dependency_unavailable, recorded_response
 from payment_svc.store import AnyRow
+from payment_svc.wallet_client import (
+    SETTLEMENT,
+    Posting,
+    WalletClient,
+    WalletRefused,
+    WalletUnavailable,
+    wallet_account,
+)
 from paymesh_runtime.money import Money
 
 
@@ -34,10 +41,10 @@ def _check_transition(current: str, target: str) -> None:
 
 class RefundFlow:
     def __init__(
-        self, steps: Steps, ledger: Ledger, processor: Processor, events: PaymentEvents, keys: IdempotencyKeys
+        self, steps: Steps, wallet_svc: WalletClient, processor: Processor, events: PaymentEvents, keys: IdempotencyKeys
     ) -> None:
         self._steps = steps
-        self._ledger = ledger
+        self._wallet_svc = wallet_svc
         self._processor = processor
         self._events = events
         self._keys = keys
@@ -143,18 +150,18 @@ class RefundFlow:
         """Posts a refund's ledger leg as saga step `step`; on a refusal fails the refund and returns None."""
 
         async def post(ref: str) -> str:
-            tx = await self._ledger.post(ref, postings, str(r.refund_id), description)
+            tx = await self._wallet_svc.post(ref, postings, str(r.refund_id), description)
             return str(tx.transaction_id)
 
         try:
             return await self._steps.run("refund", r.refund_id, step, post)
-        except LedgerRefused as refused:
+        except WalletRefused as refused:
             await self._commit(
                 r, p, step=step, status="FAILED", to_state=RefundState.FAILED, reason=refused.failure_code,
                 values={"failure_code": refused.failure_code},
             )  # fmt: skip
             return None
-        except LedgerUnavailable:
+        except WalletUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
 
     async def _refund_card_payment(self, r: AnyRow, p: AnyRow) -> None:
@@ -230,11 +237,11 @@ class RefundFlow:
         postings = [Posting(SETTLEMENT, -amount), Posting(wallet_account(p.destination_wallet_id), amount)]
 
         async def post(ref: str) -> str:
-            tx = await self._ledger.post(ref, postings, str(r.refund_id), f"reversal of refund {r.refund_id}")
+            tx = await self._wallet_svc.post(ref, postings, str(r.refund_id), f"reversal of refund {r.refund_id}")
             return str(tx.transaction_id)
 
         try:
             transaction_id = await self._steps.run("refund", r.refund_id, "reverse", post)
-        except (LedgerRefused, LedgerUnavailable):
+        except (WalletRefused, WalletUnavailable):
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
         await self._commit(r, p, step="reverse", result_ref=transaction_id)

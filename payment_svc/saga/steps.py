@@ -37,6 +37,7 @@ from payment_svc.processor import (
     ProcessorResult,
     ProcessorUnavailable,
 )
+from payment_svc.records import Transition
 from payment_svc.store import AnyRow
 from paymesh_runtime.errors import Aborted, PaymeshError, Unavailable
 from paymesh_runtime.grpc_errors import status_for
@@ -295,13 +296,13 @@ class Steps:
         reason: str,
         values: dict[str, Any],
         check_transition: Callable[[str, str], None],
-    ) -> tuple[AnyRow, store.Transition | None]:
+    ) -> tuple[AnyRow, Transition | None]:
         """In the caller's transaction: a step's result, and the state change it causes (checked
         against the lifecycle) or other values, under this replica's lease. Returns the updated row and
         the transition row (None without a state change); LeaseLost if another replica took over."""
         if step is not None:
             await store.finish_step(conn, resource_id, step, status, result_ref, reason)
-        moved: tuple[AnyRow, store.Transition | None] | None
+        moved: tuple[AnyRow, Transition | None] | None
         if to_state is None or to_state == row.state:
             updated = await store.update_leased(conn, kind, resource_id, self.owner, values)
             moved = None if updated is None else (updated, None)

@@ -1,21 +1,29 @@
-"""A payment from a wallet: hold the funds, capture the hold into the destination, or release it."""
+"""A payment from a wallet.
+
+AUTOMATIC: one ledger transaction, payer → payee (`transfer`). Requests make it
+in batches (payment_svc.transfers); this saga step finishes a payment a batch
+left without a definitive answer, posting it again with the same reference.
+MANUAL: hold the funds, capture the hold into the destination later, or release it.
+"""
 
 from __future__ import annotations
 
-from payment_svc.ledger import Ledger, LedgerRefused, LedgerUnavailable, wallet_account
-from payment_svc.lifecycle import CaptureMethod
+from payment_svc.lifecycle import CaptureMethod, PaymentState
 from payment_svc.saga.payments import PaymentLog, PaymentRecord
 from payment_svc.saga.steps import Interrupted, Steps, dependency_unavailable
 from payment_svc.store import AnyRow
+from payment_svc.wallet_client import Posting, WalletClient, WalletRefused, WalletUnavailable, wallet_account
 from paymesh_runtime.errors import PaymeshError
 from paymesh_runtime.money import Money
 
 
 class WalletSource:
-    def __init__(self, steps: Steps, log: PaymentLog, ledger: Ledger, automatic_hold_ttl_seconds: int) -> None:
+    def __init__(
+        self, steps: Steps, log: PaymentLog, wallet_svc: WalletClient, automatic_hold_ttl_seconds: int
+    ) -> None:
         self._steps = steps
         self._log = log
-        self._ledger = ledger
+        self._wallet_svc = wallet_svc
         self._automatic_hold_ttl = automatic_hold_ttl_seconds
 
     def _hold_ttl(self, p: AnyRow) -> int:
@@ -25,23 +33,57 @@ class WalletSource:
         return self._automatic_hold_ttl
 
     async def _create_hold(self, p: AnyRow, reference: str) -> str:
-        hold = await self._ledger.create_hold(
+        hold = await self._wallet_svc.create_hold(
             reference, p.source_wallet_id, Money(p.currency, p.amount), str(p.payment_id), self._hold_ttl(p)
         )
         return str(hold.hold_id)
 
     async def authorize(self, record: PaymentRecord) -> tuple[PaymentRecord, PaymeshError | None]:
-        """Holds the payment's amount on the source wallet."""
+        """Transfers an automatic payment; holds the amount of a manual one on the source wallet."""
         p = record.row
+        if p.capture_method == CaptureMethod.AUTOMATIC and await self._transfers(record):
+            return await self._transfer(record), None
         try:
             hold_id = await self._steps.run(
                 "payment", p.payment_id, "hold", lambda ref: self._create_hold(p, ref), started=record.started == "hold"
             )
-        except LedgerRefused as refused:
+        except WalletRefused as refused:
             return await self._log.fail(record, refused.failure_code, refused.message, step="hold"), None
-        except LedgerUnavailable:
+        except WalletUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
         return await self._log.authorized(record, "hold", hold_id, "funds_held", {"hold_id": hold_id}), None
+
+    async def _transfers(self, record: PaymentRecord) -> bool:
+        """An automatic payment is one transfer, unless it started with a hold (made before transfers)."""
+        if record.started is not None:
+            return record.started == "transfer"
+        return "hold" not in await self._steps.of(record.payment_id)
+
+    async def _transfer(self, record: PaymentRecord) -> PaymentRecord:
+        p = record.row
+        amount = Money(p.currency, p.amount)
+        postings = [
+            Posting(wallet_account(p.source_wallet_id), -amount),
+            Posting(wallet_account(p.destination_wallet_id), amount),
+        ]
+
+        async def transfer(ref: str) -> str:
+            tx = await self._wallet_svc.post(ref, postings, str(p.payment_id), f"payment {p.payment_id}")
+            return str(tx.transaction_id)
+
+        try:
+            transaction_id = await self._steps.run(
+                "payment", p.payment_id, "transfer", transfer, started=record.started == "transfer"
+            )
+        except WalletRefused as refused:
+            return await self._log.fail(record, refused.failure_code, refused.message, step="transfer")
+        except WalletUnavailable:
+            raise Interrupted(dependency_unavailable("wallet_svc")) from None
+        record = await self._log.commit(
+            record, step="transfer", result_ref=transaction_id, to_state=PaymentState.PROCESSING,
+            reason="transfer_posted", values={"capture_requested": p.amount},
+        )  # fmt: skip
+        return await self._log.succeeded(record, None, transaction_id, amount)
 
     async def settle(self, record: PaymentRecord) -> PaymentRecord:
         """Captures the hold into the destination wallet (the rest of the hold is released)."""
@@ -50,18 +92,18 @@ class WalletSource:
         destination = wallet_account(p.destination_wallet_id)
 
         async def capture(ref: str) -> str:
-            reply = await self._ledger.capture_hold(ref, p.hold_id, amount, destination, f"payment {p.payment_id}")
+            reply = await self._wallet_svc.capture_hold(ref, p.hold_id, amount, destination, f"payment {p.payment_id}")
             return str(reply.transaction.transaction_id)
 
         try:
             transaction_id = await self._steps.run(
                 "payment", p.payment_id, "capture", capture, started=record.started == "capture"
             )
-        except LedgerRefused as refused:
+        except WalletRefused as refused:
             # The hold expired or the destination refuses the credit: give back whatever is still held.
             record = await self.cancel(record)
             return await self._log.fail(record, refused.failure_code, refused.message, step="capture")
-        except LedgerUnavailable:
+        except WalletUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
         return await self._log.succeeded(record, "capture", transaction_id, amount)
 
@@ -73,11 +115,11 @@ class WalletSource:
             return record
 
         async def release(ref: str) -> None:
-            await self._ledger.release_hold(ref, hold_id)
+            await self._wallet_svc.release_hold(ref, hold_id)
 
         try:
             await self._steps.run("payment", p.payment_id, "release", release)
-        except LedgerUnavailable:
+        except WalletUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
         return await self._log.commit(record, step="release", result_ref=hold_id)
 
@@ -88,7 +130,7 @@ class WalletSource:
             return None
         try:
             return await self._create_hold(p, step.reference)
-        except LedgerRefused:
+        except WalletRefused:
             return None
-        except LedgerUnavailable:
+        except WalletUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None

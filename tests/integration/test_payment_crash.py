@@ -4,14 +4,19 @@ PAYMENT_CRASH_AFTER_STEP makes the process SIGKILL itself at a deterministic
 point of a saga step: a real kill -9 right after the step's result commits
 (`hold`), after the step is recorded STARTED but before its call
 (`hold:started`), or after its call answered but before its result commits
-(`capture:called`: the money moved, payment_svc does not know it yet). The
-restarted service (without the setting) must resume the payment from its step
-log, repeat no effect (the wallet and the processor see the same references),
-and complete the idempotency key, so the client's retry gets the final answer.
+(`capture:called`: the money moved, payment_svc does not know it yet); and in
+a batch of automatic wallet payments, once the batch's payments committed
+(`batch:opened`) or once wallet_svc posted their transfers (`batch:posted`).
+The restarted service (without the setting) must resume the payment from its
+step log, repeat no effect (the wallet and the processor see the same
+references), and complete the idempotency key, so the client's retry gets
+the final answer. Automatic wallet payments are transfers made in batches;
+manual ones still hold and capture, and are crashed at those steps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -38,10 +43,8 @@ async def mesh(infra: Stack) -> AsyncIterator[Mesh]:
 @pytest.mark.parametrize(
     ("step", "source"),
     [
-        ("hold:started", "wallet"),
-        ("hold:called", "wallet"),
-        ("hold", "wallet"),
-        ("capture:called", "wallet"),
+        ("batch:opened", "wallet"),
+        ("batch:posted", "wallet"),
         ("authorize:called", "card"),
         ("authorize", "card"),
         ("capture:called", "card"),
@@ -101,3 +104,52 @@ async def test_a_payment_killed_after_a_step_is_finished_after_restart(
         await ledger_invariants(infra, [payment.payment_id])
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize("step", ["hold:started", "hold:called", "hold", "capture:called"])
+async def test_a_manual_wallet_payment_killed_after_a_step_is_finished_after_restart(
+    mesh: Mesh, infra: Stack, step: str
+) -> None:
+    alice, bob = f"alice-{uuid.uuid4().hex[:8]}", f"bob-{uuid.uuid4().hex[:8]}"
+    a, b = await mesh.wallet(alice, 1000), await mesh.wallet(bob)
+    as_alice = [("x-paymesh-user-id", alice), ("x-paymesh-role", "CUSTOMER")]
+    crashing = PaymentProcess(infra, {"PAYMENT_CRASH_AFTER_STEP": step})
+    crashing.start()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _pay_manually_then_capture(mesh, alice, a, b, as_alice)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert crashing.wait_exit() == -signal.SIGKILL
+    finally:
+        crashing.stop()
+
+    restarted = PaymentProcess(infra)
+    restarted.start()
+    try:
+        listed = await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(), metadata=as_alice)
+        [payment] = listed.payments
+        for _ in range(100):  # the recovery worker finishes the interrupted step
+            payment = await mesh.get(payment.payment_id, alice)
+            if payment.state not in (payment_pb2.Payment.PENDING, payment_pb2.Payment.PROCESSING):
+                break
+            await asyncio.sleep(0.3)
+        if payment.state == payment_pb2.Payment.REQUIRES_CAPTURE:
+            await mesh.payments.CapturePayment(
+                payment_pb2.CapturePaymentRequest(payment_id=payment.payment_id), metadata=as_alice
+            )
+        payment = await mesh.wait_final(payment.payment_id, alice)
+        assert payment.state == payment_pb2.Payment.SUCCEEDED
+        assert await mesh.balance(a, alice) == (600, 0)
+        assert await mesh.balance(b, bob) == (400, 0)
+        await ledger_invariants(infra, [payment.payment_id])
+    finally:
+        restarted.stop()
+
+
+async def _pay_manually_then_capture(mesh: Mesh, alice: str, a: str, b: str, as_alice: list[tuple[str, str]]) -> None:
+    payment = await mesh.pay(alice, f"crash-{uuid.uuid4().hex[:8]}", source_wallet=a, destination=b, amount=400,
+                             manual=True)  # fmt: skip
+    assert payment.state == payment_pb2.Payment.REQUIRES_CAPTURE
+    await mesh.payments.CapturePayment(
+        payment_pb2.CapturePaymentRequest(payment_id=payment.payment_id), metadata=as_alice
+    )
