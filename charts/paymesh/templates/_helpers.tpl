@@ -136,6 +136,10 @@ port: {{ default $c.port $u.port }}
   value: {{ $root.Values.kafka.bootstrapServers | quote }}
 - name: {{ $p }}OTLP_ENDPOINT
   value: {{ $root.Values.telemetry.otlpEndpoint | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $root.Values.telemetry.samplingRatio | quote }}
 - name: {{ $p }}JWT_ISSUER
   value: {{ $root.Values.auth.jwtIssuer | quote }}
 - name: {{ $p }}JWT_AUDIENCE
