@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from payment_svc.events import PaymentEvents
 from payment_svc.idempotency import IdempotencyKeys
 from payment_svc.processors import build_processor
 from payment_svc.recovery import RecoveryWorker
+from payment_svc.replica import Replica
 from payment_svc.saga import Saga, SagaConfig
 from payment_svc.service import PaymentService
 from payment_svc.settings import PaymentSettings
@@ -23,18 +22,19 @@ from payment_svc.wallets import WalletDirectory
 from paymesh.payment.v1 import payment_pb2_grpc
 from paymesh_runtime import app
 from paymesh_runtime.channels import internal_channel
-from paymesh_runtime.db import create_engine, create_pool, database_probe
+from paymesh_runtime.db import asyncpg_dsn, create_engine, create_pool, database_probe
 from paymesh_runtime.identity import ServiceTokens
 from paymesh_runtime.outbox import Outbox, outbox_relay
 from paymesh_runtime.server import Servicer
 
 NAME = "payment_svc"
+log = logging.getLogger(__name__)
 
 
-def saga_config(settings: PaymentSettings) -> SagaConfig:
+def saga_config(settings: PaymentSettings, replica: Replica) -> SagaConfig:
     return SagaConfig(
-        # Unique per process: a restarted replica never mistakes a dead one's lease for its own.
-        worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        # <replica name>#<incarnation>: unique per process (payment_svc.replica).
+        worker_id=replica.owner,
         lease=timedelta(seconds=settings.lease_seconds),
         capture_window=timedelta(seconds=settings.capture_window_seconds),
         automatic_hold_ttl_seconds=settings.automatic_hold_ttl_seconds,
@@ -55,7 +55,12 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
     wallet_svc = WalletClient(wallet_channel, settings.wallet_timeout_seconds)
     processor = build_processor(settings)
     keys = IdempotencyKeys(timedelta(hours=settings.idempotency_retention_hours))
-    config = saga_config(settings)
+    replica = await Replica.claim(asyncpg_dsn(settings), settings.replica_id)
+    config = saga_config(settings, replica)
+    async with engine.begin() as conn:
+        resumed = await store.release_earlier_incarnations(conn, replica.name, replica.owner)
+    if resumed:
+        log.info("resuming %d payments, refunds and payouts of earlier incarnations at once", resumed)
     saga = Saga(engine, wallet_svc, processor, events, keys, config)
     pool = await create_pool(settings, settings.batch_pool_size)
     transfers = WalletTransfers(
@@ -93,8 +98,8 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
             )
         ],
         probes={"postgres": database_probe(engine)},
-        background=[relay.run, recovery.run, recovery.prune_keys, recovery.report_backlog],
-        cleanup=[transfers.drain, close_wallet_channel, processor.aclose, pool.close, engine.dispose],
+        background=[relay.run, recovery.run, recovery.prune_keys, recovery.report_backlog, replica.watch],
+        cleanup=[transfers.drain, close_wallet_channel, processor.aclose, pool.close, engine.dispose, replica.close],
     )
 
 

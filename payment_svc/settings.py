@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -68,6 +69,13 @@ class PaymentSettings(ServiceSettings):
     )
     idempotency_retention_hours: float = Field(
         24.0, ge=24.0, description="How long Idempotency-Key responses are kept (at least 24 h)."
+    )
+    replica_id: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="This replica's stable name (default: the host name). A restarted process with the same "
+        "name resumes its predecessor's leased work at once; two live processes never share a name (the "
+        "second waits).",
     )
     lease_seconds: float = Field(
         60.0,

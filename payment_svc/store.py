@@ -371,6 +371,23 @@ async def release(
     await conn.execute(table.update().where(id_column == resource_id, table.c.lease_owner == owner).values(**values))
 
 
+async def release_earlier_incarnations(conn: AsyncConnection, replica: str, owner: str) -> int:
+    """Gives back every lease a dead earlier incarnation of `replica` held, due now; returns how many."""
+    released = 0
+    for table, _ in WORKED.values():
+        result = await conn.execute(
+            table.update()
+            .where(
+                table.c.lease_owner.is_not(None),
+                func.split_part(table.c.lease_owner, "#", 1) == replica,
+                table.c.lease_owner != owner,
+            )
+            .values(lease_owner=None, lease_expires_at=None, next_attempt_at=func.now())
+        )
+        released += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return released
+
+
 def _needs_work(kind: str) -> Any:
     """Unfinished; due at next_attempt_at. A payout PROCESSING or a refund the processor is settling
     waits for its webhook until then, and is polled when it has not come."""

@@ -31,11 +31,15 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
     )
 
 
+def asyncpg_dsn(settings: ServiceSettings) -> str:
+    """The database URL as asyncpg takes it (without SQLAlchemy's driver suffix)."""
+    return settings.database_url.get_secret_value().replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
 async def create_pool(settings: ServiceSettings, size: int) -> asyncpg.Pool:
     """An asyncpg pool on the service's database for its hot path: each connection prepares a
     statement once and reuses it (asyncpg's statement cache)."""
-    dsn = settings.database_url.get_secret_value().replace("postgresql+asyncpg://", "postgresql://", 1)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, server_settings=SERVER_SETTINGS)
+    pool = await asyncpg.create_pool(asyncpg_dsn(settings), min_size=1, max_size=size, server_settings=SERVER_SETTINGS)
     assert pool is not None
     return pool
 

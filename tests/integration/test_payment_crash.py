@@ -153,3 +153,34 @@ async def _pay_manually_then_capture(mesh: Mesh, alice: str, a: str, b: str, as_
     await mesh.payments.CapturePayment(
         payment_pb2.CapturePaymentRequest(payment_id=payment.payment_id), metadata=as_alice
     )
+
+
+async def test_a_restarted_replica_resumes_its_predecessors_payments_without_waiting_for_their_leases(
+    mesh: Mesh, infra: Stack
+) -> None:
+    # Leases far longer than the wait below: only the new incarnation taking them over can finish the payment.
+    long_lease = {"PAYMENT_LEASE_SECONDS": "300"}
+    alice = f"alice-{uuid.uuid4().hex[:8]}"
+    a = await mesh.wallet(alice)
+    key = f"resume-{uuid.uuid4().hex[:8]}"
+    crashing = PaymentProcess(infra, {"PAYMENT_CRASH_AFTER_STEP": "authorize:called", **long_lease})
+    crashing.start()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await mesh.pay(alice, key, card="tok_visa", destination=a, amount=700)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert crashing.wait_exit() == -signal.SIGKILL
+    finally:
+        crashing.stop()
+    restarted = PaymentProcess(infra, long_lease)
+    restarted.start()
+    try:
+        as_alice = [("x-paymesh-user-id", alice), ("x-paymesh-role", "CUSTOMER")]
+        [pending] = (await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(), metadata=as_alice)).payments
+        payment = await mesh.wait_final(pending.payment_id, alice, within=60)
+        assert payment.state == payment_pb2.Payment.SUCCEEDED
+        replay = await mesh.pay(alice, key, card="tok_visa", destination=a, amount=700)
+        assert replay.payment_id == payment.payment_id
+        assert await mesh.balance(a, alice) == (700, 0)
+    finally:
+        restarted.stop()

@@ -164,7 +164,8 @@ async def test_two_replicas_recovering_the_same_payments_finish_each_exactly_onc
     }
     assert len(steps) == PAYMENTS
     assert {row["status"] for row in steps} == {"DONE"}
-    pids = {str(process.process.pid) for process in replicas if process.process is not None}
-    finishers = {row["worker"].split(":")[1] for row in steps}
-    assert finishers == pids, f"recovered by {finishers}, replicas {pids}"
+    # A step's worker is its lease owner, `<replica name>#<incarnation>`.
+    names = {process.env["PAYMENT_REPLICA_ID"] for process in replicas}
+    finishers = {row["worker"].split("#")[0] for row in steps}
+    assert finishers == names, f"recovered by {finishers}, replicas {names}"
     await ledger_invariants(infra, authorized)
