@@ -94,9 +94,9 @@ class PaymentProcess:
 
     def __init__(self, stack: Stack, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.stack = stack
-        self.env = {**os.environ, **stack.env("payment"), **TEST_ENV, **(env or {})}
         # One replica name per port: a process restarted on a port resumes its predecessor's work.
-        self.env.setdefault("PAYMENT_REPLICA_ID", f"test-{port or stack.ports.payment}")
+        name = {"PAYMENT_REPLICA_ID": f"test-{port or stack.ports.payment}"}
+        self.env = {**os.environ, **stack.env("payment"), **name, **TEST_ENV, **(env or {})}
         if port is not None:
             self.env |= {"PAYMENT_GRPC_PORT": str(port), "PAYMENT_METRICS_PORT": "0"}
         self.process: subprocess.Popen[bytes] | None = None
