@@ -1,7 +1,11 @@
 """python -m devstack up|down|status|logs — the local stack as processes.
 
 python -m devstack up [--profile local|test] [--run-dir DIR] [--only infra|services|NAME...]
+                      [--replicas payment=N,wallet=N] [--edge-limits enforce|shadow]
 python -m devstack down | status [--only ...] | logs [NAME] [-n LINES] [-f]
+
+--replicas and --edge-limits are kept for the run dir until `down`: a later
+`up` without them keeps them, and down/status/logs cover every replica.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import time
 from pathlib import Path
 
 from devstack.components import REPO_ROOT
+from devstack.envoy_config import RATE_LIMIT_MODES
+from devstack.ports import MAX_REPLICAS, REPLICABLE, parse_replicas
 from devstack.procs import StackError, tail
-from devstack.stack import ALL, GROUPS, PROFILES, ComponentStatus, Stack, resolve_names
+from devstack.stack import ALL, GROUPS, PROFILES, ComponentStatus, Stack
+from devstack.topology import Topology, parse_instance
 
 REGISTER_BODY = (
     '{"email":"alice@example.com","password":"correct-horse-battery","display_name":"Alice","account_type":"CUSTOMER"}'
@@ -37,6 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     only_help = f"groups {sorted(GROUPS)} or components {list(ALL)}"
     up = commands.add_parser("up", parents=[common], help="start (idempotent) and wait healthy")
     up.add_argument("--only", nargs="+", metavar="NAME", help=only_help)
+    up.add_argument(
+        "--replicas",
+        type=_replicas,
+        default=None,
+        metavar="SERVICE=N,...",
+        help=f"replicas of {' and '.join(REPLICABLE)} (1..{MAX_REPLICAS}, unnamed ones 1; default: as the last up)",
+    )
+    up.add_argument(
+        "--edge-limits",
+        choices=RATE_LIMIT_MODES,
+        default=None,
+        help="the edge's per-service rate limits: enforce, or shadow (counted, never refused; make bench);"
+        " default: as the last up, else enforce",
+    )
     commands.add_parser("down", parents=[common], help="stop everything of this run dir")
     status = commands.add_parser("status", parents=[common], help="health of each component")
     status.add_argument("--only", nargs="+", metavar="NAME", help=only_help)
@@ -45,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.add_argument("-f", "--follow", action="store_true")
     return parser
+
+
+def _replicas(text: str) -> dict[str, int]:
+    try:
+        return parse_replicas(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _print_table(rows: list[ComponentStatus], stack: Stack) -> None:
@@ -68,8 +96,8 @@ def _print_first_steps(stack: Stack, started: list[str]) -> None:
 
 
 def cmd_up(stack: Stack, only: list[str] | None) -> int:
-    wanted = resolve_names(only)
     try:
+        wanted = stack.resolve(only)
         stack.up(only)
     except StackError as exc:
         print(f"\ndevstack up failed:\n{exc}", file=sys.stderr)
@@ -80,19 +108,37 @@ def cmd_up(stack: Stack, only: list[str] | None) -> int:
         return 1
     print()
     _print_table(stack.status(only), stack)
+    print(f"\ntopology: {stack.topology.describe()}")
     _print_first_steps(stack, wanted)
     return 0
 
 
 def cmd_status(stack: Stack, only: list[str] | None) -> int:
-    rows = stack.status(only)
+    try:
+        rows = stack.status(only)
+    except StackError as exc:
+        print(f"devstack status: {exc}", file=sys.stderr)
+        return 2
     _print_table(rows, stack)
+    if stack.topology != Topology():
+        print(f"\ntopology: {stack.topology.describe()}")
     return 0 if all(row.health == "healthy" for row in rows) else 1
 
 
 def cmd_logs(stack: Stack, name: str | None, lines: int, follow: bool) -> int:
-    names = [stack.component(name).name] if name else list(ALL)
-    paths = {n: stack.run_dir / "logs" / f"{n}.log" for n in names}
+    # A service's name stands for all of its replicas, payment-2 for one. Logs outlive their processes:
+    # every replica log in the run dir counts, not only the replicas that run now.
+    logs_dir = stack.run_dir / "logs"
+    replica_logs = sorted(p.stem for p in logs_dir.glob("*.log") if parse_instance(p.stem)[1] > 1)
+    if name is None:
+        names = [*ALL, *replica_logs]
+    else:
+        base = name.removesuffix("_svc")
+        if base not in ALL and base not in replica_logs:
+            print(f"unknown component {name!r}; expected one of {[*ALL, *replica_logs]}", file=sys.stderr)
+            return 2
+        names = [base, *(n for n in replica_logs if parse_instance(n)[0] == base)]
+    paths = {n: logs_dir / f"{n}.log" for n in names}
     paths = {n: p for n, p in paths.items() if p.exists()}
     if not paths:
         print(f"no logs yet in {stack.run_dir / 'logs'}", file=sys.stderr)
@@ -126,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[devstack] %(message)s")
     stack = Stack.for_profile(args.profile, args.run_dir)
+    if args.command == "up" and (args.replicas is not None or args.edge_limits is not None):
+        recorded = stack.topology
+        topology = Topology(
+            replicas=args.replicas if args.replicas is not None else recorded.replicas,
+            edge_limits=args.edge_limits or recorded.edge_limits,
+        )
+        stack = Stack.for_profile(args.profile, args.run_dir, topology)
     if args.command == "up":
         return cmd_up(stack, args.only)
     if args.command == "down":

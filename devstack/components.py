@@ -4,25 +4,31 @@ A component is one long-running process (postgres, redis, kafka, a service,
 envoy). Subclasses say how to prepare it once, which command runs it, how to
 tell it is ready/healthy, and what to do once it is (create databases,
 topics...). ``start`` is idempotent: a running, healthy component is left
-alone.
+alone, unless it tracks its configuration (``config_fingerprint``: Envoy's
+rendered file, a service's environment) and that has changed since it was
+started, e.g. by a change of replicas: then it is restarted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import signal
 import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.credentials import Secrets
 from devstack.ports import HOST, Ports
 from devstack.procs import ManagedProcess, RunAs, StackError, tail
+from devstack.topology import Topology
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("devstack")
 
 ReadyCheck = Callable[[], bool]
 
@@ -36,6 +42,7 @@ class Context:
     ports: Ports
     secrets: Secrets
     repo: Path = REPO_ROOT
+    topology: Topology = field(default_factory=Topology)
 
     @property
     def logs_dir(self) -> Path:
@@ -47,6 +54,10 @@ class Context:
     def pid_path(self, name: str) -> Path:
         return self.run_dir / "pids" / f"{name}.pid"
 
+    def config_path(self, name: str) -> Path:
+        """Where the fingerprint of a running component's configuration is kept."""
+        return self.run_dir / "pids" / f"{name}.config"
+
 
 class ComponentFailed(StackError):
     """A component did not become healthy; the message ends with its log tail."""
@@ -55,6 +66,11 @@ class ComponentFailed(StackError):
         log_tail = tail(log_path, 25) or "(log is empty)"
         super().__init__(f"{name}: {reason}\n--- last lines of {log_path} ---\n{log_tail}")
         self.component = name
+
+
+def fingerprint(text: str) -> str:
+    """A digest of a configuration; what it hashes may hold secrets, the digest does not show them."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def port_is_free(port: int) -> bool:
@@ -116,16 +132,24 @@ class Component(ABC):
     def run_as(self) -> RunAs | None:
         return None
 
+    def config_fingerprint(self) -> str | None:
+        """A digest of what the process is configured with; None: not tracked (never restarted for it)."""
+        return None
+
     # --- lifecycle ----------------------------------------------------------
     def is_running(self) -> bool:
         return self.process.is_running()
 
     def start(self) -> bool:
-        """Start it unless it already runs; wait until healthy. True if started."""
+        """Start it unless it already runs as configured now; wait until healthy. True if (re)started."""
+        fingerprint = self.config_fingerprint()
         if self.is_running():
-            self._wait_until(self.is_ready, "did not become ready")
-            self.after_ready()
-            return False
+            if fingerprint is None or self._recorded_fingerprint() == fingerprint:
+                self._wait_until(self.is_ready, "did not become ready")
+                self.after_ready()
+                return False
+            log.info("%s: configuration changed since it started: restarting", self.name)
+            self.stop()
         busy = [port for port in self.ports() if not port_is_free(port)]
         if busy:
             raise StackError(
@@ -133,6 +157,8 @@ class Component(ABC):
             )
         self.prepare()
         self.process.spawn(self.command(), self.process_env(), self.ctx.repo, self.run_as())
+        if fingerprint is not None:
+            self.ctx.config_path(self.name).write_text(fingerprint + "\n")
         self._wait_until(self.is_ready, "did not become ready")
         self.after_ready()
         self._wait_until(self.is_healthy, "is running but not healthy")
@@ -140,6 +166,13 @@ class Component(ABC):
 
     def stop(self) -> None:
         self.process.stop(self.stop_signal, self.stop_timeout)
+        self.ctx.config_path(self.name).unlink(missing_ok=True)
+
+    def _recorded_fingerprint(self) -> str | None:
+        try:
+            return self.ctx.config_path(self.name).read_text().strip()
+        except FileNotFoundError:
+            return None  # started before fingerprints were kept: its configuration is unknown
 
     def kill(self, sig: int) -> None:
         self.process.kill(sig)

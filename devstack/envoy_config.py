@@ -3,8 +3,10 @@
 One source, three uses:
 
 - ``render("local", LOCAL)`` and ``render("test", test_ports())``: everything
-  on 127.0.0.1, upstreams are the local service ports, the descriptor is the
-  repo's ``gen/paymesh.pb``.
+  on 127.0.0.1, upstreams are the local service ports (every replica of a
+  scaled service an endpoint of its cluster: ``replicas={"payment": 2}``), the
+  descriptor is the repo's ``gen/paymesh.pb``. ``rate_limits="shadow"`` keeps
+  the buckets but only counts what they would refuse (``make bench``).
 - ``render_helm()``: the same template with Helm expressions in place of the
   values; committed as ``charts/paymesh/files/envoy.yaml`` for the chart to
   ``tpl``.
@@ -12,6 +14,7 @@ One source, three uses:
 CLI::
 
     python -m devstack.envoy_config --profile local --out .run/envoy.yaml
+    python -m devstack.envoy_config --profile local --replicas payment=2,wallet=2 --rate-limits shadow
     python -m devstack.envoy_config --helm > charts/paymesh/files/envoy.yaml
 
 Templating is ``string.Template`` (no dependency): every ``${name}`` is a YAML
@@ -31,7 +34,7 @@ from string import Template
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from devstack.ports import HOST, LOCAL, SERVICES, Ports, test_ports
+from devstack.ports import HOST, LOCAL, SERVICES, Ports, parse_replicas, test_ports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = REPO_ROOT / "envoy"
@@ -110,6 +113,15 @@ TEST_LIMITS = RateLimits(
     default=RateLimit(per_second=1000, burst=2000),
 )
 TEST_PROBE_LIMIT = RateLimit(per_second=5, burst=10)
+
+# How the per-service buckets act (local and test stacks; Helm always
+# enforces). "shadow": Envoy still runs every bucket and counts in
+# `<route>.http_local_rate_limit.rate_limited` what it would refuse, but lets
+# everything through, so a load test measures the mesh and still learns
+# whether the production buckets would have capped it (devstack.bench). The
+# test profile's probe bucket is a test device, not a capacity limit: always
+# enforced.
+RATE_LIMIT_MODES = ("enforce", "shadow")
 
 
 @dataclass(frozen=True)
@@ -194,7 +206,8 @@ class EdgeSettings:
     admin_port: str
     listener_address: str
     listener_port: str
-    upstreams: Mapping[str, Upstream]
+    # Every replica of a service is an endpoint of its cluster (round robin).
+    upstreams: Mapping[str, tuple[Upstream, ...]]
     cluster_type: str
     descriptor_path: str
     jwt_issuer: str
@@ -205,6 +218,7 @@ class EdgeSettings:
     jwks_cache_seconds: int
     health_check: HealthCheck
     ratelimit_probe: RateLimit | None = None
+    rate_limits_enforced: bool = True
 
 
 def _yaml_str(value: str) -> str:
@@ -216,17 +230,29 @@ def _load_template(name: str) -> Template:
     return Template((TEMPLATE_DIR / name).read_text(encoding="utf-8"))
 
 
-def settings_for(profile: str, ports: Ports) -> EdgeSettings:
-    """Values for the local or test stack: everything on 127.0.0.1."""
+def settings_for(
+    profile: str, ports: Ports, replicas: Mapping[str, int] | None = None, rate_limits: str = "enforce"
+) -> EdgeSettings:
+    """Values for the local or test stack: everything on 127.0.0.1.
+
+    `replicas`: how many replicas of a service run (default 1 each); each is
+    an endpoint of the service's cluster. `rate_limits`: RATE_LIMIT_MODES.
+    """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    if rate_limits not in RATE_LIMIT_MODES:
+        raise ValueError(f"unknown rate-limit mode {rate_limits!r}; expected one of {RATE_LIMIT_MODES}")
     is_test = profile == "test"
+    counts = replicas or {}
     return EdgeSettings(
         admin_address=HOST,
         admin_port=str(ports.envoy_admin),
         listener_address=HOST,
         listener_port=str(ports.envoy),
-        upstreams={name: Upstream(HOST, str(ports.grpc(name))) for name in SERVICES},
+        upstreams={
+            name: tuple(Upstream(HOST, str(ports.grpc(name, k))) for k in range(1, counts.get(name, 1) + 1))
+            for name in SERVICES
+        },
         cluster_type="STATIC",
         descriptor_path=_yaml_str(str(DESCRIPTOR_PATH)),
         jwt_issuer=_yaml_str(jwt_issuer(profile)),
@@ -237,6 +263,7 @@ def settings_for(profile: str, ports: Ports) -> EdgeSettings:
         jwks_cache_seconds=JWKS_CACHE_SECONDS[profile],
         health_check=TEST_HEALTH_CHECK if is_test else PRODUCTION_HEALTH_CHECK,
         ratelimit_probe=TEST_PROBE_LIMIT if is_test else None,
+        rate_limits_enforced=rate_limits == "enforce",
     )
 
 
@@ -248,10 +275,14 @@ def helm_settings() -> EdgeSettings:
         admin_port="{{ .Values.envoy.adminPort }}",
         listener_address="0.0.0.0",  # noqa: S104 -- in-cluster edge; the NetworkPolicy limits who reaches it
         listener_port="{{ .Values.envoy.port }}",
+        # One endpoint per service: STRICT_DNS resolves it to every pod behind
+        # the Service, so the chart scales with its replica counts.
         upstreams={
-            name: Upstream(
-                f"{{{{ .Values.envoy.upstreams.{name}.host }}}}",
-                f"{{{{ .Values.envoy.upstreams.{name}.port }}}}",
+            name: (
+                Upstream(
+                    f"{{{{ .Values.envoy.upstreams.{name}.host }}}}",
+                    f"{{{{ .Values.envoy.upstreams.{name}.port }}}}",
+                ),
             )
             for name in SERVICES
         },
@@ -298,13 +329,14 @@ def _health_clusters() -> str:
     return "\n".join(f"                {name}: {{value: {HEALTH_MIN_HEALTHY_PERCENT}}}" for name in EDGE_SERVICES)
 
 
-def _service_route(name: str, cluster: str, match: str, limit: RateLimit) -> str:
+def _service_route(name: str, cluster: str, match: str, limit: RateLimit, enforced: bool = True) -> str:
     return _load_template("route.yaml.tmpl").substitute(
         name=name,
         cluster=cluster,
         match=match,
         burst=limit.burst,
         per_second=limit.per_second,
+        enforced_percent=100 if enforced else 0,
     )
 
 
@@ -320,7 +352,8 @@ def _service_routes(settings: EdgeSettings) -> str:
         routes.append(_service_route("ratelimit_probe", "auth", probe_match, settings.ratelimit_probe))
     for cluster, service in EDGE_SERVICES.items():
         match = f'{{prefix: "/{service}/"}}'
-        routes.append(_service_route(cluster, cluster, match, settings.limits.for_cluster(cluster)))
+        limit = settings.limits.for_cluster(cluster)
+        routes.append(_service_route(cluster, cluster, match, limit, settings.rate_limits_enforced))
     return "".join(routes).rstrip("\n")
 
 
@@ -330,17 +363,25 @@ def _service_clusters(settings: EdgeSettings) -> str:
         template.substitute(
             service=name,
             cluster_type=settings.cluster_type,
-            host=upstream.host,
-            port=upstream.port,
+            lb_endpoints=_lb_endpoints(upstreams),
             grpc_service=_yaml_str(EDGE_SERVICES[name]),
             hc_interval=f"{settings.health_check.interval_seconds}s",
             hc_timeout=f"{settings.health_check.timeout_seconds}s",
             hc_unhealthy_threshold=settings.health_check.unhealthy_threshold,
             hc_healthy_threshold=settings.health_check.healthy_threshold,
         )
-        for name, upstream in settings.upstreams.items()
+        for name, upstreams in settings.upstreams.items()
     )
     return "".join(clusters).rstrip("\n")
+
+
+def _lb_endpoints(upstreams: Iterable[Upstream]) -> str:
+    return "\n".join(
+        "        - endpoint:\n"
+        "            address:\n"
+        f"              socket_address: {{address: {upstream.host}, port_value: {upstream.port}}}"
+        for upstream in upstreams
+    )
 
 
 _NATIVE_GRPC_FILTERS = [
@@ -478,9 +519,9 @@ def render_settings(settings: EdgeSettings) -> str:
     )
 
 
-def render(profile: str, ports: Ports) -> str:
-    """Envoy config for the ``local`` or ``test`` stack listening on ``ports``."""
-    return render_settings(settings_for(profile, ports))
+def render(profile: str, ports: Ports, replicas: Mapping[str, int] | None = None, rate_limits: str = "enforce") -> str:
+    """Envoy config for the ``local`` or ``test`` stack listening on ``ports`` (see settings_for)."""
+    return render_settings(settings_for(profile, ports, replicas, rate_limits))
 
 
 def render_helm() -> str:
@@ -503,6 +544,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="test profile: port base (default: PAYMESH_TEST_PORT_BASE or 30000)",
     )
+    parser.add_argument(
+        "--replicas",
+        default="",
+        metavar="SERVICE=N,...",
+        help="local/test profile: replicas per service, each an endpoint of its cluster (e.g. payment=2,wallet=2)",
+    )
+    parser.add_argument(
+        "--rate-limits",
+        choices=RATE_LIMIT_MODES,
+        default="enforce",
+        help="local/test profile: shadow counts what the buckets would refuse but lets it through",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
     return parser.parse_args(argv)
 
@@ -513,7 +566,11 @@ def main(argv: list[str] | None = None) -> int:
         text = render_helm()
     else:
         ports = LOCAL if args.profile == "local" else test_ports(args.port_base)
-        text = render(args.profile, ports)
+        try:
+            replicas = parse_replicas(args.replicas)
+        except ValueError as exc:
+            raise SystemExit(f"--replicas: {exc}") from exc
+        text = render(args.profile, ports, replicas, args.rate_limits)
     if args.out is None:
         sys.stdout.write(text)
     else:

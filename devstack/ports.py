@@ -4,6 +4,23 @@ Two profiles: ``local`` (``make up``; the documented ports) and ``test``
 (pytest's session stack; ports from a base so that several test stacks can
 run side by side, e.g. ``PAYMESH_TEST_PORT_BASE=32000``). Everything binds
 127.0.0.1.
+
+Replicas: payment_svc and wallet_svc may run as several processes
+(``python -m devstack up --replicas payment=2,wallet=2``). Replica ``k`` (1 is
+the one every stack has) listens on the profile's port for the service plus
+``(k - 1) * REPLICA_PORT_STRIDE``, for gRPC and metrics alike:
+
+=========  ===========  ===============  ==============  ==================
+profile    wallet gRPC  wallet metrics   payment gRPC    payment metrics
+=========  ===========  ===============  ==============  ==================
+local 1    50052        51052            50053           51053
+local 2    50152        51152            50153           51153
+test 2     base + 152   base + 1152      base + 153      base + 1153
+=========  ===========  ===============  ==============  ==================
+
+Up to MAX_REPLICAS, every port stays clear of the profile's other ports
+(base + 25 ... base + 1054) and below base + 2000, so test stacks whose
+bases are 2000 apart never share a port.
 """
 
 from __future__ import annotations
@@ -14,6 +31,11 @@ from dataclasses import dataclass
 HOST = "127.0.0.1"
 
 SERVICES = ("auth", "wallet", "payment", "notify")
+# The services that can run as several replicas: the money path, whose
+# replicas are tested together (tests/e2e/test_replicas.py).
+REPLICABLE = ("wallet", "payment")
+MAX_REPLICAS = 9
+REPLICA_PORT_STRIDE = 100
 
 
 @dataclass(frozen=True)
@@ -33,11 +55,27 @@ class Ports:
     # Prometheus metrics: each service serves /metrics on grpc port + this.
     metrics_offset: int = 1000
 
-    def grpc(self, service: str) -> int:
-        return int(getattr(self, service))
+    def grpc(self, service: str, replica: int = 1) -> int:
+        """The gRPC port of a service's replica (1: the first, the only one unless scaled)."""
+        if replica != 1 and (service not in REPLICABLE or not 1 <= replica <= MAX_REPLICAS):
+            raise ValueError(f"{service} has no replica {replica}; replicas 1..{MAX_REPLICAS} of {REPLICABLE}")
+        return int(getattr(self, service)) + (replica - 1) * REPLICA_PORT_STRIDE
 
-    def metrics(self, service: str) -> int:
-        return self.grpc(service) + self.metrics_offset
+    def metrics(self, service: str, replica: int = 1) -> int:
+        return self.grpc(service, replica) + self.metrics_offset
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """``payment=2,wallet=2`` -> {"payment": 2, "wallet": 2}; ValueError names what is wrong."""
+    replicas: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        service, equals, count = part.partition("=")
+        service = service.strip().removesuffix("_svc")
+        count = count.strip()
+        if not equals or service not in REPLICABLE or not count.isdigit() or not 1 <= int(count) <= MAX_REPLICAS:
+            raise ValueError(f"{part!r}: expected SERVICE=N with SERVICE one of {REPLICABLE}, N in 1..{MAX_REPLICAS}")
+        replicas[service] = int(count)
+    return replicas
 
 
 LOCAL = Ports(

@@ -163,15 +163,22 @@ class ManagedProcess:
         self.log_path = log_path
         self._popen: subprocess.Popen[bytes] | None = None
 
-    def pid(self) -> int | None:
-        """The recorded pid if that very process is still alive."""
+    def _recorded(self) -> tuple[int, int] | None:
+        """(pid, start time) from the pid file."""
         try:
             pid_text, start_text = self.pid_path.read_text().split()
         except (FileNotFoundError, ValueError):
             return None
-        pid = int(pid_text)
+        return int(pid_text), int(start_text)
+
+    def pid(self) -> int | None:
+        """The recorded pid if that very process is still alive."""
+        recorded = self._recorded()
+        if recorded is None:
+            return None
+        pid, start_time = recorded
         stat = _proc_stat(pid)
-        if stat is None or stat.start_time != int(start_text) or not _running(pid, stat):
+        if stat is None or stat.start_time != start_time or not _running(pid, stat):
             self._reap()
             return None
         return pid
@@ -180,8 +187,15 @@ class ManagedProcess:
         return self.pid() is not None
 
     def has_exited(self) -> bool:
-        """True when the child we spawned in this process has already died."""
-        return self._popen is not None and self._popen.poll() is not None
+        """True when the child we spawned in this process has already died and is still the one recorded.
+
+        Another Stack object on the same run dir (the CLI, another test's) may
+        have restarted the component since: our child's death says nothing then.
+        """
+        if self._popen is None or self._popen.poll() is None:
+            return False
+        recorded = self._recorded()
+        return recorded is not None and recorded[0] == self._popen.pid
 
     def spawn(
         self,

@@ -4,6 +4,9 @@ stack = Stack.for_profile("test")
 stack.up(["infra"])            # postgres, redis, kafka
 stack.database_url("wallet")   # postgresql+asyncpg://paymesh:...@127.0.0.1:.../paymesh_wallet
 stack.down()
+
+scaled = Stack.for_profile("local", topology=Topology(replicas={"payment": 2, "wallet": 2}))
+scaled.up()                    # also payment-2 and wallet-2; Envoy and payment_svc restarted to list them
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from devstack.processor import ProcessorSimulator
 from devstack.procs import StackError
 from devstack.redis_server import Redis
 from devstack.services import REDIS_DB, Service, database_url, redis_url, service_env
+from devstack.topology import Topology, parse_instance
 
 log = logging.getLogger("devstack")
 
@@ -36,14 +40,18 @@ PROFILES = ("local", "test")
 INFRA = ("postgres", "redis", "kafka")
 # Components of one stage start together; a stage starts once the previous
 # one is healthy (services need infra; payment and notify call auth/wallet,
-# payment calls the processor simulator, notify the mail sink).
+# payment calls the processor simulator, notify the mail sink). "<service>+"
+# stands for a scaled service's replicas after the first: they start once the
+# first has migrated the database, and before Envoy lists them.
 STAGES: tuple[tuple[str, ...], ...] = (
     INFRA,
     ("auth", "wallet", "processor", "mailsink"),
-    ("payment", "notify"),
+    ("payment", "notify", "wallet+"),
+    ("payment+",),
     ("envoy",),
 )
-ALL = tuple(name for stage in STAGES for name in stage)
+# Every component of a stack with one replica of each service.
+ALL = tuple(name for stage in STAGES for name in stage if not name.endswith("+"))
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": ALL,
     "infra": INFRA,
@@ -69,20 +77,6 @@ def profile_ports(profile: str) -> Ports:
     return port_plan.LOCAL if profile == "local" else port_plan.test_ports()
 
 
-def resolve_names(names: Iterable[str] | None) -> list[str]:
-    """Component names from names, groups ('infra'...) or '<x>_svc' aliases, in start order."""
-    wanted: set[str] = set()
-    for raw in names if names is not None else ["all"]:
-        name = raw.removesuffix("_svc")
-        if name in GROUPS:
-            wanted.update(GROUPS[name])
-        elif name in ALL:
-            wanted.add(name)
-        else:
-            raise StackError(f"unknown component {raw!r}; expected {sorted(GROUPS) + list(ALL)}")
-    return [name for name in ALL if name in wanted]
-
-
 @dataclass(frozen=True)
 class ComponentStatus:
     name: str
@@ -92,23 +86,70 @@ class ComponentStatus:
 
 
 class Stack:
-    """One stack (a profile's ports and a run dir) and its components."""
+    """One stack (a profile's ports, a run dir, a topology) and its components.
 
-    def __init__(self, profile: str, run_dir: Path, ports: Ports) -> None:
+    Without a topology, the one the run dir's last `up` recorded (see
+    devstack.topology), else one replica of each service, limits enforced.
+    """
+
+    def __init__(self, profile: str, run_dir: Path, ports: Ports, topology: Topology | None = None) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
         self.profile = profile
         self.run_dir = Path(run_dir).resolve()
         self.ports = ports
+        self._chosen_topology = topology
+        self.topology = topology if topology is not None else Topology.recorded(self.run_dir)
         self._secrets: Secrets | None = None
         self._components: dict[str, Component] = {}
         # Components are started from worker threads; build each one once.
         self._lock = threading.RLock()
 
     @classmethod
-    def for_profile(cls, profile: str, run_dir: Path | None = None) -> Stack:
+    def for_profile(cls, profile: str, run_dir: Path | None = None, topology: Topology | None = None) -> Stack:
         ports = profile_ports(profile)
-        return cls(profile, run_dir or default_run_dir(profile, ports), ports)
+        return cls(profile, run_dir or default_run_dir(profile, ports), ports, topology)
+
+    # --- which components --------------------------------------------------------
+    @property
+    def stages(self) -> list[list[str]]:
+        """Component names by start stage, every replica included."""
+        stages = []
+        for stage in STAGES:
+            names: list[str] = []
+            for entry in stage:
+                names += self.topology.instances(entry[:-1])[1:] if entry.endswith("+") else [entry]
+            stages.append(names)
+        return stages
+
+    @property
+    def names(self) -> list[str]:
+        """Every component of this stack's topology, in start order."""
+        return [name for stage in self.stages for name in stage]
+
+    def surplus(self) -> list[str]:
+        """Replicas this run dir has pid files for that its topology does not have (scaled down meanwhile)."""
+        found = sorted(path.stem for path in (self.run_dir / "pids").glob("*.pid"))
+        return [name for name in found if parse_instance(name)[1] > 1 and name not in self.names]
+
+    def resolve(self, names: Iterable[str] | None) -> list[str]:
+        """Component names from names, groups ('infra'...) or '<x>_svc' aliases, in start order.
+
+        A service's name stands for all of its replicas (and surplus ones);
+        'payment-2' for that replica only.
+        """
+        known = [*self.names, *self.surplus()]
+        wanted: set[str] = set()
+        for raw in names if names is not None else ["all"]:
+            name = raw.removesuffix("_svc")
+            if name in GROUPS or name in ALL:
+                bases = set(GROUPS.get(name, (name,)))
+                wanted.update(n for n in known if parse_instance(n)[0] in bases)
+            elif name in known:
+                wanted.add(name)
+            else:
+                raise StackError(f"unknown component {raw!r}; expected {sorted(GROUPS) + known}")
+        return [name for name in known if name in wanted]
 
     # --- configuration for clients (tests, services) ---------------------------
     @property
@@ -119,8 +160,9 @@ class Stack:
             return self._secrets
 
     def env(self, service: str) -> dict[str, str]:
-        """The variables `service` runs with (merge over os.environ to use them)."""
-        return service_env(service.removesuffix("_svc"), self.ports, self.secrets, self.run_dir, self.profile)
+        """The variables `service` (its first replica) runs with (merge over os.environ to use them)."""
+        name = service.removesuffix("_svc")
+        return service_env(name, self.ports, self.secrets, self.run_dir, self.profile, replicas=self.topology.replicas)
 
     def database_url(self, service: str, driver: str = "asyncpg") -> str:
         """SQLAlchemy URL of a service's database; driver='' for a plain asyncpg DSN."""
@@ -143,7 +185,7 @@ class Stack:
             return self._components[name]
 
     def _build(self, name: str) -> Component:
-        ctx = Context(self.profile, self.run_dir, self.ports, self.secrets)
+        ctx = Context(self.profile, self.run_dir, self.ports, self.secrets, topology=self.topology)
         builders: dict[str, Callable[[], Component]] = {
             "postgres": lambda: Postgres(ctx),
             "redis": lambda: Redis(ctx),
@@ -152,24 +194,41 @@ class Stack:
             "processor": lambda: ProcessorSimulator(ctx),
             "mailsink": lambda: MailSink(ctx),
         }
-        if name in SERVICES:
-            return Service(ctx, name)
+        service, replica = parse_instance(name)
+        if service in SERVICES:
+            return Service(ctx, service, replica)
         if name not in builders:
-            raise StackError(f"unknown component {name!r}; expected one of {ALL}")
+            raise StackError(f"unknown component {name!r}; expected one of {self.names}")
         return builders[name]()
 
     # --- lifecycle ----------------------------------------------------------------
     def up(self, components: Iterable[str] | None = None) -> None:
-        """Start the named components/groups (default: all), stage by stage."""
-        wanted = resolve_names(components)
+        """Start the named components/groups (default: all), stage by stage, as the topology says.
+
+        Running components whose configuration changed (Envoy's endpoints,
+        payment_svc's wallet replicas) restart; replicas beyond the topology
+        stop once Envoy no longer lists them.
+        """
+        wanted = self.resolve(components)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        for stage in STAGES:
+        self.topology.record(self.run_dir)
+        for stage in self.stages:
             self._in_parallel([name for name in stage if name in wanted], self.start_component)
+        self._in_parallel([name for name in wanted if name not in self.names], self.stop_component)
 
     def down(self) -> None:
-        """Stop every component that runs from this run dir, last stage first."""
-        for stage in reversed(STAGES):
-            self._in_parallel(list(stage), self.stop_component)
+        """Stop every component that runs from this run dir, last stage first; forget the topology."""
+        self._in_parallel(self.surplus(), self.stop_component)
+        for stage in reversed(self.stages):
+            self._in_parallel(stage, self.stop_component)
+        Topology.forget(self.run_dir)
+        self._reset_topology()
+
+    def _reset_topology(self) -> None:
+        # What a new Stack object for this run dir would now take: the chosen topology, else the default.
+        with self._lock:
+            self.topology = self._chosen_topology or Topology()
+            self._components.clear()
 
     def start_component(self, name: str) -> None:
         component = self.component(name)
@@ -178,11 +237,10 @@ class Stack:
 
     def stop_component(self, name: str) -> None:
         component = self.component(name)
-        if component.is_running():
-            component.stop()
+        running = component.is_running()
+        component.stop()  # also clears the pid file and configuration record of one that died
+        if running:
             log.info("%s: stopped", component.name)
-        else:
-            component.process.pid_path.unlink(missing_ok=True)
 
     def wipe(self) -> None:
         """Delete the run dir (databases, Kafka logs, secrets) of a stopped stack."""
@@ -192,19 +250,19 @@ class Stack:
         with self._lock:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self._secrets = None
-            self._components.clear()
+            self._reset_topology()
 
     def kill_component(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to the component's whole process group (e.g. to simulate a crash)."""
         self.component(name).kill(sig)
 
     def status(self, components: Iterable[str] | None = None) -> list[ComponentStatus]:
-        names = resolve_names(components)
+        names = self.resolve(components)
         return [self._status(self.component(name)) for name in names]
 
     def pids(self) -> dict[str, int]:
-        """Pids of the components that run now."""
-        found = {name: self.component(name).process.pid() for name in ALL}
+        """Pids of the components that run now (replicas included)."""
+        found = {name: self.component(name).process.pid() for name in [*self.names, *self.surplus()]}
         return {name: pid for name, pid in found.items() if pid is not None}
 
     @staticmethod

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.components import REPO_ROOT
+from devstack.envoy_config import RATE_LIMIT_MODES
+from devstack.ports import MAX_REPLICAS, REPLICABLE
 
 CEILING = "ceiling"
 OPEN = "open"
@@ -44,6 +46,8 @@ class Options:
     settle_timeout: int
     idle_seconds: int
     out_dir: Path
+    replicas: int  # of each of REPLICABLE (payment_svc, wallet_svc)
+    edge_limits: str  # envoy_config.RATE_LIMIT_MODES
 
 
 def _int_list(low: int, high: int) -> Callable[[str], tuple[int, ...]]:
@@ -110,6 +114,19 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     add("--settle-timeout", type=_bounded(1, 600), default=90, help="longest wait for unfinished payments at the end")
     add("--idle-seconds", type=_bounded(1, 60), default=5, help="idle CPU sample before the run")
     add("--out-dir", type=Path, default=REPO_ROOT / ".run" / "bench", help="where the report goes")
+    add(
+        "--replicas",
+        type=_bounded(1, MAX_REPLICAS),
+        default=1,
+        help=f"replicas of {' and '.join(REPLICABLE)} behind Envoy; the bench scales the local stack to it",
+    )
+    add(
+        "--edge-limits",
+        choices=RATE_LIMIT_MODES,
+        default="shadow",
+        help="the edge's production buckets: shadow (default: counted, never refused, so they do not cap what is"
+        " measured) or enforce",
+    )
     args = parser.parse_args(argv)
     return Options(
         scenarios=args.scenarios,
@@ -127,4 +144,6 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         settle_timeout=args.settle_timeout,
         idle_seconds=args.idle_seconds,
         out_dir=args.out_dir,
+        replicas=args.replicas,
+        edge_limits=args.edge_limits,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import tempfile
 import time
@@ -18,12 +19,15 @@ from devstack.bench.options import CEILING, CLOSED, OPEN, Options, parse
 from devstack.bench.scenarios import Runner, Step, ceiling_step, set_up, stack_cpu
 from devstack.bench.stats import best, cpu_rate
 from devstack.cpu import spent
-from devstack.ports import HOST
-from devstack.stack import ALL, Stack
+from devstack.ports import HOST, REPLICABLE
+from devstack.procs import StackError
+from devstack.stack import Stack
+from devstack.topology import Topology
 
 PROFILE = "local"
-# The open loop stays this far under the edge's payment bucket, so that the
-# bucket (production limits in the local profile) never shapes the arrivals.
+# With --edge-limits enforce, the open loop stays this far under the edge's
+# payment bucket, so that the bucket (production limits in the local profile)
+# never shapes the arrivals.
 _BUCKET_HEADROOM = 0.9
 
 
@@ -40,7 +44,7 @@ def _needed_tools(options: Options) -> list[str]:
     return [name for name, users in tools.items() if any(s in options.scenarios for s in users)]
 
 
-def _open_rate(options: Options, steps: list[Step], bucket_per_second: int, notes: list[str]) -> int:
+def _open_rate(options: Options, steps: list[Step], bucket_per_second: int | None, notes: list[str]) -> int:
     if options.open_rate is not None:
         rate = options.open_rate
     else:
@@ -54,10 +58,11 @@ def _open_rate(options: Options, steps: list[Step], bucket_per_second: int, note
             f"open-loop rate: {options.open_fraction:g} × the best {http[0].scenario} closed-loop rate of this run"
             f" ({saturating:,.1f}/s)"
         )
-    cap = int(bucket_per_second * _BUCKET_HEADROOM)
-    if rate > cap:
-        notes.append(f"open-loop rate capped at {cap}/s, under the edge's payment bucket ({bucket_per_second}/s)")
-        rate = cap
+    if bucket_per_second is not None:
+        cap = int(bucket_per_second * _BUCKET_HEADROOM)
+        if rate > cap:
+            notes.append(f"open-loop rate capped at {cap}/s, under the edge's payment bucket ({bucket_per_second}/s)")
+            rate = cap
     return max(1, round(rate))
 
 
@@ -88,7 +93,8 @@ def _payments(
                 steps.append(runner.closed(scenario, concurrency))
                 _progress(steps[-1])
         if OPEN in options.scenarios:
-            bucket = envoy_admin.payment_bucket(PROFILE, stack.ports).per_second
+            enforced = options.edge_limits == "enforce"
+            bucket = envoy_admin.payment_bucket(PROFILE, stack.ports).per_second if enforced else None
             rate = _open_rate(options, steps, bucket, notes)
             _say(f"open loop: {options.open_duration} s at {rate} payments/s")
             steps.append(runner.open(rate))
@@ -110,6 +116,24 @@ def _progress(step: Step) -> None:
     )
 
 
+def _scaled_stack(options: Options) -> Stack:
+    """The local stack with the bench's replicas and edge limits, started or changed to them (idempotent)."""
+    topology = Topology(replicas=dict.fromkeys(REPLICABLE, options.replicas), edge_limits=options.edge_limits)
+    stack = Stack.for_profile(PROFILE, topology=topology)
+    _say(f"local stack: {topology.describe()}")
+    # devstack's progress only (its logger), not every HTTP request the bench's clients log.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[devstack] %(message)s"))
+    devstack_log = logging.getLogger("devstack")
+    devstack_log.addHandler(handler)
+    devstack_log.setLevel(logging.INFO)
+    try:
+        stack.up()
+    except StackError as exc:
+        sys.exit(f"the local stack did not come up: {exc}")
+    return stack
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
     try:
@@ -117,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             loadgen.tool(name)
     except loadgen.ToolMissing as missing:
         sys.exit(str(missing))
-    stack = Stack.for_profile(PROFILE)
+    stack = _scaled_stack(options)
     roots = stack.pids()
-    if set(roots) != set(ALL):
-        sys.exit(f"the local stack is not (fully) running: missing {sorted(set(ALL) - set(roots))}; run `make up`")
+    if set(roots) != set(stack.names):
+        sys.exit(f"the local stack is not (fully) running: missing {sorted(set(stack.names) - set(roots))}")
     started, stamp = time.strftime("%Y-%m-%d %H:%M"), time.strftime("%Y%m%dT%H%M%S")
     load_before = _load_average()
     _say(f"idle sample: {options.idle_seconds} s")
@@ -128,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(options.idle_seconds)
     idle = cpu_rate(spent(first, stack_cpu(roots)), options.idle_seconds)
     steps: list[Step] = []
-    notes: list[str] = []
+    notes: list[str] = [f"stack: {stack.topology.describe()}"]
+    if options.replicas > 1 and "grpc-direct" in options.scenarios:
+        notes.append("grpc-direct reaches the first payment_svc replica only (ghz takes one address)")
     ledger = None
     with tempfile.TemporaryDirectory(prefix="paymesh-bench-") as work:
         if CEILING in options.scenarios:

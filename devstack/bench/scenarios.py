@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from devstack.bench.options import CEILING, OPEN, Options
 from devstack.bench.stats import CpuPerPayment, LoadResult, load_window_cpu
 from devstack.cpu import Snapshot, machine_busy_seconds, postgres_database, snapshot, spent
 from devstack.ports import HOST, Ports
+from devstack.topology import parse_instance
 
 PAYMENT_AMOUNT = 100  # minor units
 DEPOSIT_AMOUNT = 100
@@ -75,8 +76,13 @@ def set_up(edge: httpx.Client, payers: int) -> Population:
 
 
 def stack_cpu(roots: dict[str, int]) -> Snapshot:
-    """The stack's processes and their CPU so far, PostgreSQL's backends by database."""
-    return snapshot(roots, {"postgres": postgres_database})
+    """The stack's processes and their CPU so far, PostgreSQL's backends by database.
+
+    A service's replicas count as the service (payment-2 as payment): CPU per
+    payment is what payment_svc costs, however many processes it runs in.
+    """
+    found = snapshot(roots, {"postgres": postgres_database})
+    return {key: replace(process, component=parse_instance(process.component)[0]) for key, process in found.items()}
 
 
 class Runner:
@@ -153,6 +159,7 @@ class Runner:
     def _measure(self, scenario: str, mode: str, load: float, run: Callable[[], loadgen.Run]) -> Step:
         customers.renew_tokens(self.edge, self.population.everyone)
         limited_before = envoy_admin.rate_limited(self.ports)
+        over_before = envoy_admin.over_bucket(self.ports)
         start = self.stores.now()
         window = _Window.around(self.cpu_now, run)
         end = self.stores.now()
@@ -162,9 +169,14 @@ class Runner:
         used = load_window_cpu(window.stack, drained, self.idle_rate, drain_s)
         succeeded = self.stores.succeeded_between([p.user_id for p in self.population.payers], start, end)
         limited = envoy_admin.rate_limited(self.ports) - limited_before
+        over = envoy_admin.over_bucket(self.ports) - over_before
         notes = []
         if limited:
             notes.append(f"the edge's rate limit refused {limited} requests: the limit, not the mesh, capped this step")
+        elif over:
+            notes.append(
+                f"the edge's production buckets would have refused {over} requests (shadow mode: counted, let through)"
+            )
         denominator = succeeded or window.outcome.result.succeeded
         return Step(
             scenario=scenario,

@@ -495,3 +495,74 @@ def test_auth_svc_issues_what_the_profiles_envoy_checks_and_publishes_keys_ahead
     assert env["AUTH_JWT_AUDIENCE"] in provider["audiences"]
     cache_seconds = int(provider["remote_jwks"]["cache_duration"].rstrip("s"))
     assert int(env["AUTH_KEY_PUBLISH_LEAD_SECONDS"]) > cache_seconds
+
+
+# --- replicas and the rate-limit mode (devstack up --replicas / --edge-limits) ---
+
+
+def _limit(route: Mapping[str, Any]) -> dict[str, Any]:
+    limit: dict[str, Any] = route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
+    return limit
+
+
+def _endpoint_ports(config: Mapping[str, Any], cluster: str) -> list[int]:
+    found = next(c for c in config["static_resources"]["clusters"] if c["name"] == cluster)
+    (locality,) = found["load_assignment"]["endpoints"]
+    return [e["endpoint"]["address"]["socket_address"]["port_value"] for e in locality["lb_endpoints"]]
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_every_replica_of_a_scaled_service_is_an_endpoint_of_its_cluster(profile: str) -> None:
+    ports = PORTS[profile]
+    config = yaml.safe_load(envoy_config.render(profile, ports, {"payment": 3, "wallet": 2}))
+    assert _endpoint_ports(config, "payment") == [ports.grpc("payment", k) for k in (1, 2, 3)]
+    assert _endpoint_ports(config, "wallet") == [ports.grpc("wallet", 1), ports.grpc("wallet", 2)]
+    assert _endpoint_ports(config, "auth") == [ports.auth]
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert clusters["payment"]["lb_policy"] == "ROUND_ROBIN"
+
+
+def test_one_replica_renders_exactly_as_without_replicas() -> None:
+    assert envoy_config.render("local", LOCAL, {"payment": 1, "wallet": 1}) == envoy_config.render("local", LOCAL)
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_shadow_mode_keeps_every_bucket_but_enforces_none_of_the_service_routes(profile: str) -> None:
+    enforced = {r["name"]: r for r in _routes(_rendered(profile)) if "typed_per_filter_config" in r}
+    shadow_config = yaml.safe_load(envoy_config.render(profile, PORTS[profile], rate_limits="shadow"))
+    shadow = {r["name"]: r for r in _routes(shadow_config) if "typed_per_filter_config" in r}
+    assert set(shadow) == set(enforced)
+    for name, route in shadow.items():
+        limit, before = _limit(route), _limit(enforced[name])
+        assert limit["token_bucket"] == before["token_bucket"]  # still counted against the same bucket
+        assert limit["filter_enabled"]["default_value"]["numerator"] == 100
+        assert before["filter_enforced"]["default_value"]["numerator"] == 100
+        # The probe bucket is how the edge tests provoke a 429: a test device, enforced in every mode.
+        expected = 100 if name == "ratelimit_probe" else 0
+        assert limit["filter_enforced"]["default_value"]["numerator"] == expected, name
+
+
+def test_an_unknown_rate_limit_mode_is_rejected() -> None:
+    with pytest.raises(ValueError, match="rate-limit mode"):
+        envoy_config.render("local", LOCAL, rate_limits="off")
+
+
+def test_the_helm_rendering_enforces_its_limits_with_one_endpoint_per_service() -> None:
+    text = envoy_config.render_helm()
+    assert "numerator: 0," not in text
+    assert text.count("- endpoint:") == len(envoy_config.EDGE_SERVICES) + 1  # + jwks_self
+
+
+@needs_envoy
+def test_a_scaled_shadow_rendering_passes_envoy_validate(tmp_path: Path) -> None:
+    text = envoy_config.render("test", PORTS["test"], {"payment": 2, "wallet": 2}, "shadow")
+    _envoy_validate(text, tmp_path / "envoy.yaml")
+
+
+def test_the_cli_renders_replicas_and_shadow_mode(tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    argv = ["--profile", "local", "--replicas", "payment=2", "--rate-limits", "shadow", "--out", str(out)]
+    assert envoy_config.main(argv) == 0
+    assert out.read_text() == envoy_config.render("local", LOCAL, {"payment": 2}, "shadow")
+    with pytest.raises(SystemExit, match="--replicas"):
+        envoy_config.main(["--profile", "local", "--replicas", "auth=2"])
