@@ -23,6 +23,11 @@ _OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.enable_retries", 0),  # retries are the caller's decision (idempotency references)
+    # A peer back from a restart is reached within ~2 s, not after gRPC's default backoff (up to 120 s),
+    # during which every call would fail fast with UNAVAILABLE.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 

@@ -170,12 +170,26 @@ async def test_a_wallet_svc_killed_under_batches_leaves_every_payment_finished_o
     payers = [(payer, await mesh.wallet(payer, 1000)) for payer in (name("payer") for _ in range(30))]
     shop = name("shop")
     s = await mesh.wallet(shop)
+    # payment_svc learns each wallet's owner and currency once: then nothing but the batches needs wallet_svc.
+    warm = await pay_all(mesh, [(payer, wallet, s, 1) for payer, wallet in payers])
+    assert {answer.state for answer in warm if isinstance(answer, P)} == {P.SUCCEEDED}
 
-    async def kill_wallet_svc_soon() -> None:
-        await asyncio.sleep(0.05)
+    async def kill_wallet_svc_once_a_batch_is_open() -> None:
+        conn = await asyncpg.connect(infra.database_url("payment", driver=""))
+        try:
+            for _ in range(2000):
+                pending = await conn.fetchval(
+                    "SELECT count(*) FROM payments WHERE payer_id = ANY($1::text[]) AND state = 'PENDING'",
+                    [payer for payer, _ in payers],
+                )
+                if pending:
+                    break
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
         infra.kill_component("wallet", signal.SIGKILL)
 
-    killing = asyncio.ensure_future(kill_wallet_svc_soon())
+    killing = asyncio.ensure_future(kill_wallet_svc_once_a_batch_is_open())
     answers = await pay_all(mesh, [(payer, wallet, s, 100) for payer, wallet in payers * 3])
     await killing
     infra.start_component("wallet")
@@ -184,10 +198,12 @@ async def test_a_wallet_svc_killed_under_batches_leaves_every_payment_finished_o
             assert answer.code() == grpc.StatusCode.UNAVAILABLE, answer
     finished: list[P] = []
     for payer, _ in payers:
-        finished += [await mesh.wait_final(p.payment_id, payer) for p in await payments_of(mesh, payer)]
+        started = [p for p in await payments_of(mesh, payer) if p.amount.amount == 100]
+        finished += [await mesh.wait_final(p.payment_id, payer) for p in started]
+    assert finished, "payments were under way when wallet_svc died"
     assert {p.state for p in finished} == {P.SUCCEEDED}
     for payer, wallet in payers:
         mine = sum(1 for p in finished if p.payer_id == payer)
-        assert await mesh.balance(wallet, payer) == (1000 - 100 * mine, 0)
-    assert await mesh.balance(s, shop) == (100 * len(finished), 0)
+        assert await mesh.balance(wallet, payer) == (1000 - 1 - 100 * mine, 0)
+    assert await mesh.balance(s, shop) == (len(payers) + 100 * len(finished), 0)
     await ledger_invariants(infra, [p.payment_id for p in finished])
