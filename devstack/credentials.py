@@ -28,6 +28,10 @@ def _webhook_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def _hmac_key() -> str:
+    return secrets.token_urlsafe(48)
+
+
 @dataclass(frozen=True, repr=False)
 class Secrets:
     postgres_password: str
@@ -36,6 +40,8 @@ class Secrets:
     key_encryption_key: str
     processor_webhook_secret: str
     notify_secret_encryption_key: str
+    # <P>_PAGE_TOKEN_KEY of wallet, payment and notify (paymesh_runtime.pagination).
+    page_token_key: str
 
     def __repr__(self) -> str:
         return "Secrets(<hidden; see secrets.env>)"
@@ -48,6 +54,7 @@ _GENERATORS = {
     "key_encryption_key": _fernet_key,
     "processor_webhook_secret": _webhook_secret,
     "notify_secret_encryption_key": _fernet_key,
+    "page_token_key": _hmac_key,
 }
 
 

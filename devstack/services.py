@@ -88,6 +88,8 @@ def service_env(
         "REDIS_URL": redis_url(REDIS_DB[name], ports, secrets),
         "KAFKA_BOOTSTRAP_SERVERS": f"{HOST}:{ports.kafka}",
         "SERVICE_TOKEN_SECRET": secrets.service_token_secret,
+        # Signs page tokens (paymesh_runtime.pagination); auth_svc lists nothing and ignores it.
+        "PAGE_TOKEN_KEY": secrets.page_token_key,
         # Every service gets both peer addresses; unused ones are harmless.
         "WALLET_ADDR": grpc_target("wallet", ports, counts.get("wallet", 1)),
         "AUTH_ADDR": grpc_target("auth", ports),

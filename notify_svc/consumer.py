@@ -41,7 +41,7 @@ from notify_svc.dead_letters import DeadLetterProducer, poison_headers
 from notify_svc.ingest import EventRecorder, IncomingEvent
 from notify_svc.notifications import plan_for
 from paymesh.events.v1 import events_pb2
-from paymesh_runtime import telemetry
+from paymesh_runtime import failures, telemetry
 from paymesh_runtime.backoff import full_jitter
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # Kafka unreachable, rebalance during commit...
-                log.warning("event consumer restarting: %s", telemetry.describe_error(error))
+                log.warning("event consumer restarting: %s", failures.describe(error))
                 await self._pause()
             finally:
                 with contextlib.suppress(Exception):
@@ -197,7 +197,7 @@ class EventConsumer:
             if refused_by_database(error):
                 resume = await self._isolate(items)
             else:
-                log.warning("a batch of %d events will be retried: %s", len(unique), telemetry.describe_error(error))
+                log.warning("a batch of %d events will be retried: %s", len(unique), failures.describe(error))
                 resume = {tp: records[0].offset for tp, records in batches.items()}
         else:
             for event_id, item in unique.items():
@@ -226,7 +226,7 @@ class EventConsumer:
                         _will_retry(item.record, error)
                         resume[tp] = item.record.offset
                         break
-                    item.poison = ("REJECTED_BY_DATABASE", telemetry.describe_error(error))
+                    item.poison = ("REJECTED_BY_DATABASE", failures.describe(error))
                 else:
                     item.outcome = "stored" if stored else "duplicate"
         return resume
@@ -268,7 +268,7 @@ class EventConsumer:
         try:
             await self._dead_letters.send(record.key, record.value, dlq_headers)
         except Exception as failure:
-            raise TransientError(f"cannot write the DLQ: {telemetry.describe_error(failure)}") from failure
+            raise TransientError(f"cannot write the DLQ: {failures.describe(failure)}") from failure
 
     async def _pause(self) -> None:
         self._failures += 1
@@ -291,5 +291,5 @@ def _will_retry(record: Record, error: Exception) -> None:
         record.topic,
         record.partition,
         record.offset,
-        telemetry.describe_error(error),
+        failures.describe(error),
     )

@@ -32,7 +32,7 @@ from notify_svc import webhooks
 from notify_svc.dead_letters import DeadLetterProducer
 from notify_svc.mailer import Email, SmtpMailer
 from notify_svc.store import CANCELED, DEAD_LETTERED, DELIVERED, EMAIL, PENDING, Delivery, NotifyStore, Outcome
-from paymesh_runtime import telemetry
+from paymesh_runtime import failures
 from paymesh_runtime.backoff import full_jitter
 from paymesh_runtime.sealing import SecretSealer
 from paymesh_runtime.webhook_signatures import SIGNATURE_HEADER, signature_header
@@ -143,7 +143,7 @@ class DeliveryWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the database is down: wait and retry
-                log.warning("delivery worker paused: %s", telemetry.describe_error(error))
+                log.warning("delivery worker paused: %s", failures.describe(error))
                 worked = 0
             if not worked:
                 await asyncio.sleep(self._policy.poll_seconds)
@@ -170,7 +170,7 @@ class DeliveryWorker:
                 self._dead_letters.send_dead_letter, self._policy.batch_size
             )
         except Exception as error:  # Kafka is down: the rows wait for the next round
-            log.warning("dead letters wait for Kafka: %s", telemetry.describe_error(error))
+            log.warning("dead letters wait for Kafka: %s", failures.describe(error))
             return 0
         if published < self._policy.batch_size:
             self._next_dead_letter_check = time.monotonic() + DEAD_LETTER_CHECK_SECONDS

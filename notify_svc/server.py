@@ -23,6 +23,7 @@ from paymesh.notify.v1 import notify_pb2_grpc
 from paymesh_runtime import app
 from paymesh_runtime.db import create_engine, database_probe
 from paymesh_runtime.outbox import kafka_producer_factory
+from paymesh_runtime.pagination import PageTokens
 from paymesh_runtime.sealing import SecretSealer, parse_aes256_key
 from paymesh_runtime.server import Servicer
 
@@ -70,7 +71,9 @@ async def build(settings: NotifySettings) -> app.ServiceApp:
         dead_letters,
         retry_policy(settings),
     )
-    service = NotifyService(store, sealer, allow_private_hosts=settings.webhook_allow_private_hosts)
+    service = NotifyService(
+        store, sealer, PageTokens.from_settings(settings), allow_private_hosts=settings.webhook_allow_private_hosts
+    )
     return app.ServiceApp(
         servicers=[
             Servicer("paymesh.notify.v1.NotifyService", service, notify_pb2_grpc.add_NotifyServiceServicer_to_server)

@@ -10,25 +10,26 @@ NOT_FOUND (admins excepted).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from google.protobuf import empty_pb2
 
 from notify_svc import webhooks
-from notify_svc.store import EndpointRecord, NotificationRecord, NotifyStore, from_micros, micros
+from notify_svc.store import EndpointRecord, NotificationRecord, NotifyStore
 from paymesh.notify.v1 import notify_pb2, notify_pb2_grpc
 from paymesh_runtime import pagination
-from paymesh_runtime.errors import InvalidArgument, not_found
+from paymesh_runtime.errors import not_found
 from paymesh_runtime.identity import Context, User, require_merchant, require_user
+from paymesh_runtime.pagination import PageTokens
 from paymesh_runtime.sealing import SecretSealer
 from paymesh_runtime.wire import timestamp
 
-Cursor = tuple[datetime, uuid.UUID]
-
 
 class NotifyService(notify_pb2_grpc.NotifyServiceServicer):
-    def __init__(self, store: NotifyStore, sealer: SecretSealer, *, allow_private_hosts: bool) -> None:
+    def __init__(
+        self, store: NotifyStore, sealer: SecretSealer, page_tokens: PageTokens, *, allow_private_hosts: bool
+    ) -> None:
         self._store = store
+        self._pages = page_tokens
         self._sealer = sealer
         self._allow_private_hosts = allow_private_hosts
 
@@ -41,10 +42,10 @@ class NotifyService(notify_pb2_grpc.NotifyServiceServicer):
         # is refused by the other (INVALID_PAGE_TOKEN), as for ListPayments.
         recipient = None if user.is_admin else user.user_id
         query = ["notifications", "*" if recipient is None else recipient]
-        after = _cursor(pagination.decode_token(request.page_token, query))
+        after = self._pages.decode_position(request.page_token, query)
         rows = await self._store.list_notifications(recipient, after, size + 1)
         page, more = rows[:size], len(rows) > size
-        token = _token(page[-1].create_time, page[-1].notification_id, query) if more else ""
+        token = self._pages.encode_position((page[-1].create_time, page[-1].notification_id), query) if more else ""
         return notify_pb2.ListNotificationsResponse(
             notifications=[_notification(row) for row in page], next_page_token=token
         )
@@ -69,10 +70,10 @@ class NotifyService(notify_pb2_grpc.NotifyServiceServicer):
         user = require_merchant(context)
         size = pagination.page_size(request.page_size)
         query = ["webhook_endpoints", user.user_id]
-        after = _cursor(pagination.decode_token(request.page_token, query))
+        after = self._pages.decode_position(request.page_token, query)
         rows = await self._store.list_endpoints(user.user_id, after, size + 1)
         page, more = rows[:size], len(rows) > size
-        token = _token(page[-1].create_time, page[-1].endpoint_id, query) if more else ""
+        token = self._pages.encode_position((page[-1].create_time, page[-1].endpoint_id), query) if more else ""
         return notify_pb2.ListWebhookEndpointsResponse(
             webhook_endpoints=[_endpoint(row) for row in page], next_page_token=token
         )
@@ -102,22 +103,6 @@ class NotifyService(notify_pb2_grpc.NotifyServiceServicer):
         if record is None or not user.may_see(record.owner_id):
             raise not_found("webhook_endpoint", endpoint_id)
         return record
-
-
-def _cursor(raw: pagination.Cursor | None) -> Cursor | None:
-    if raw is None:
-        return None
-    try:
-        moment, row_id = raw
-        if not isinstance(moment, int) or not isinstance(row_id, str):
-            raise ValueError("unexpected cursor shape")
-        return from_micros(moment), uuid.UUID(row_id)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is malformed", field="page_token") from None
-
-
-def _token(moment: datetime, row_id: uuid.UUID, query: list[str]) -> str:
-    return pagination.encode_token([micros(moment), str(row_id)], query)
 
 
 def _notification(row: NotificationRecord) -> notify_pb2.Notification:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from payment_svc import views
 from paymesh.events.v1 import events_pb2
 from paymesh.payment.v1 import payment_pb2
 from paymesh_runtime.kafka import TOPIC_PAYMENTS
@@ -29,7 +30,10 @@ def payment_event(payment: payment_pb2.Payment, previous_state: str) -> events_p
         type=event_type("payment", payment_pb2.Payment.State.Name(payment.state), created=not previous_state),
         aggregate_type="payment",
         aggregate_id=payment.payment_id,
-        payment_changed=events_pb2.PaymentChanged(payment=payment, previous_state=previous_state or None),
+        # Merchants get events as webhooks: the payer's card token stays out (payment_svc.views).
+        payment_changed=events_pb2.PaymentChanged(
+            payment=views.without_card_token(payment), previous_state=previous_state or None
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from paymesh_runtime.channels import internal_channel
 from paymesh_runtime.db import asyncpg_dsn, create_engine, create_pool, database_probe
 from paymesh_runtime.identity import ServiceTokens
 from paymesh_runtime.outbox import Outbox, outbox_relay
+from paymesh_runtime.pagination import PageTokens
 from paymesh_runtime.server import Servicer
 
 NAME = "payment_svc"
@@ -77,7 +78,8 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
             crash_at=settings.crash_after_step,
         ),
     )
-    service = PaymentService(engine, saga, WalletDirectory(wallet_svc), keys, events, processor, transfers)
+    pages = PageTokens.from_settings(settings)
+    service = PaymentService(engine, saga, WalletDirectory(wallet_svc), keys, events, processor, transfers, pages)
     recovery = RecoveryWorker(
         engine,
         saga,

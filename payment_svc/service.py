@@ -24,7 +24,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -58,6 +57,7 @@ from paymesh_runtime.idempotency_key import HEADER, REPLAYED_HEADER, mark_replay
 from paymesh_runtime.identity import Context, User, require_user
 from paymesh_runtime.money import Money, positive_money
 from paymesh_runtime.outbox import trace_context
+from paymesh_runtime.pagination import PageTokens
 
 M = TypeVar("M", bound=Message)
 
@@ -97,8 +97,10 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         events: PaymentEvents,
         processor: Processor,
         transfers: WalletTransfers,
+        page_tokens: PageTokens,
     ) -> None:
         self._engine = engine
+        self._pages = page_tokens
         self._saga = saga
         self._transfers = transfers
         # Sagas keep running when their caller hangs up (see _drive).
@@ -232,10 +234,11 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         return row
 
     async def GetPayment(self, request: payment_pb2.GetPaymentRequest, context: Context) -> payment_pb2.Payment:
-        row = await self._visible_payment(require_user(context), request.payment_id)
+        user = require_user(context)
+        row = await self._visible_payment(user, request.payment_id)
         async with self._engine.connect() as conn:
             found = await store.transitions_of(conn, [row.payment_id])
-        return views.payment(row, found[row.payment_id])
+        return views.as_seen_by(views.payment(row, found[row.payment_id]), user)
 
     async def ListPayments(
         self, request: payment_pb2.ListPaymentsRequest, context: Context
@@ -243,34 +246,41 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         user = require_user(context)
         size = pagination.page_size(request.page_size)
         query = ["payments", "*" if user.is_admin else user.user_id]
-        cursor = pagination.decode_token(request.page_token, query)
-        after = (datetime.fromisoformat(str(cursor[0])), uuid.UUID(str(cursor[1]))) if cursor else None
+        after = self._pages.decode_position(request.page_token, query)
         async with self._engine.connect() as conn:
             rows = await store.list_payments(conn, None if user.is_admin else user.user_id, after, size + 1)
             found = await store.transitions_of(conn, [row.payment_id for row in rows[:size]])
-        reply = payment_pb2.ListPaymentsResponse(payments=[views.payment(r, found[r.payment_id]) for r in rows[:size]])
+        reply = payment_pb2.ListPaymentsResponse(
+            payments=[views.as_seen_by(views.payment(r, found[r.payment_id]), user) for r in rows[:size]]
+        )
         if len(rows) > size:
             last = rows[size - 1]
-            reply.next_page_token = pagination.encode_token([last.create_time.isoformat(), str(last.payment_id)], query)
+            reply.next_page_token = self._pages.encode_position((last.create_time, last.payment_id), query)
         return reply
 
     async def CapturePayment(self, request: payment_pb2.CapturePaymentRequest, context: Context) -> payment_pb2.Payment:
-        row = await self._visible_payment(require_user(context), request.payment_id)
+        user = require_user(context)
+        row = await self._visible_payment(user, request.payment_id)
         amount = _optional_money(request)
 
         async def begin() -> None:
             await self._saga.begin_capture(row.payment_id, amount)
 
-        return await self._drive(context, self._saga.drive_payment, row.payment_id, payment_pb2.Payment, begin)
+        driven = await self._drive(context, self._saga.drive_payment, row.payment_id, payment_pb2.Payment, begin)
+        return views.as_seen_by(driven, user)
 
     async def CancelPayment(self, request: payment_pb2.CancelPaymentRequest, context: Context) -> payment_pb2.Payment:
-        row = await self._visible_payment(require_user(context), request.payment_id)
+        user = require_user(context)
+        row = await self._visible_payment(user, request.payment_id)
         reason = short_text(request.reason, "reason") or "canceled"
 
         async def request_cancel() -> None:
             await self._saga.request_cancel(row.payment_id, reason)
 
-        return await self._drive(context, self._saga.drive_payment, row.payment_id, payment_pb2.Payment, request_cancel)
+        driven = await self._drive(
+            context, self._saga.drive_payment, row.payment_id, payment_pb2.Payment, request_cancel
+        )
+        return views.as_seen_by(driven, user)
 
     # --- refunds ----------------------------------------------------------------------
 
@@ -306,14 +316,13 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         payment = await self._visible_payment(require_user(context), request.payment_id)
         size = pagination.page_size(request.page_size)
         query = ["refunds", str(payment.payment_id)]
-        cursor = pagination.decode_token(request.page_token, query)
-        after = (datetime.fromisoformat(str(cursor[0])), uuid.UUID(str(cursor[1]))) if cursor else None
+        after = self._pages.decode_position(request.page_token, query)
         async with self._engine.connect() as conn:
             rows = await store.list_refunds(conn, payment.payment_id, after, size + 1)
         reply = payment_pb2.ListRefundsResponse(refunds=[views.refund(r) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
-            reply.next_page_token = pagination.encode_token([last.create_time.isoformat(), str(last.refund_id)], query)
+            reply.next_page_token = self._pages.encode_position((last.create_time, last.refund_id), query)
         return reply
 
     # --- payouts ----------------------------------------------------------------------

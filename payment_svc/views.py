@@ -1,4 +1,11 @@
-"""Rows → protobuf messages (the API's and the events' view of a payment, refund or payout)."""
+"""Rows → protobuf messages (the API's and the events' view of a payment, refund or payout).
+
+A card payment's `source.card_token` is the payer's: the API shows it to the
+payer and to admins only (`as_seen_by`); the payee sees a card source with an
+empty token. Events never carry it (`without_card_token`): merchants receive
+events as webhooks, and no consumer needs the token (the saga reads it from
+the payment row).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from payment_svc.records import Transition
 from payment_svc.store import AnyRow
 from paymesh.common.v1 import money_pb2
 from paymesh.payment.v1 import payment_pb2
+from paymesh_runtime.identity import User
 from paymesh_runtime.wire import timestamp
 
 
@@ -90,6 +98,21 @@ def payment(row: PaymentFields, transitions: Sequence[Transition]) -> payment_pb
         for t in transitions
     )
     return message
+
+
+def without_card_token(message: payment_pb2.Payment) -> payment_pb2.Payment:
+    """The payment with a card source's token blanked (still a card source: the oneof stays set)."""
+    if message.source.WhichOneof("kind") != "card_token" or not message.source.card_token:
+        return message
+    hidden = payment_pb2.Payment()
+    hidden.CopyFrom(message)
+    hidden.source.card_token = ""
+    return hidden
+
+
+def as_seen_by(message: payment_pb2.Payment, user: User) -> payment_pb2.Payment:
+    """The payment as `user` may see it: the card token for its payer and admins only."""
+    return message if user.is_admin or user.user_id == message.payer_id else without_card_token(message)
 
 
 def refund(row: AnyRow) -> payment_pb2.Refund:

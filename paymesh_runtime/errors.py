@@ -4,6 +4,12 @@ Domain code raises a PaymeshError subclass naming a reason from
 paymesh.common.v1.ErrorReason; the one mapper in grpc_errors turns it into a
 gRPC status with google.rpc.ErrorInfo (and BadRequest for field errors).
 Handlers never build statuses themselves.
+
+A message or metadata value may echo what the caller sent (an unknown
+currency, a resource id). The mapper shortens every echo to ECHO_LIMIT
+characters (`shorten`) and every message to MESSAGE_LIMIT, so no input, however
+long, makes a status larger than the edge's header limit (statuses travel in
+gRPC trailers).
 """
 
 from __future__ import annotations
@@ -12,6 +18,11 @@ import enum
 from collections.abc import Mapping
 
 DOMAIN = "paymesh"
+# The longest echo of a caller's value in a message or in ErrorInfo metadata.
+ECHO_LIMIT = 64
+# The longest status message (each echo in it already shortened to ECHO_LIMIT).
+MESSAGE_LIMIT = 512
+ELLIPSIS = "…"
 
 
 class Code(enum.Enum):
@@ -100,3 +111,17 @@ def not_found(resource_type: str, resource_id: str) -> NotFound:
 
 def validation_failed(field: str, message: str) -> InvalidArgument:
     return InvalidArgument("VALIDATION_FAILED", f"{field}: {message}", field=field)
+
+
+def dependency_unavailable(dependency: str) -> Unavailable:
+    """The answer for a dependency of the service ("postgresql", "redis") that did not answer."""
+    return Unavailable(
+        "DEPENDENCY_UNAVAILABLE",
+        f"a dependency of the service ({dependency}) did not answer; retry with the same idempotency key",
+        metadata={"dependency": dependency},
+    )
+
+
+def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` cut to at most `limit` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS

@@ -1,13 +1,18 @@
 """The one mapper from exceptions to gRPC statuses (applied by paymesh_runtime.interceptors).
 
-PaymeshError → its code with google.rpc.ErrorInfo (+ BadRequest for a field).
-Anything else → INTERNAL with reason INTERNAL_ERROR and a generic message;
-the traceback goes to the log under the trace id, never to the client.
+PaymeshError → its code with google.rpc.ErrorInfo (+ BadRequest for a field),
+every echo of the caller's input shortened (errors.ECHO_LIMIT, MESSAGE_LIMIT).
+A dependency's outage (paymesh_runtime.failures: PostgreSQL, Redis, a
+connection refused) → UNAVAILABLE with reason DEPENDENCY_UNAVAILABLE, which
+clients retry. Anything else → INTERNAL with reason INTERNAL_ERROR and a
+generic message; the traceback goes to the log under the trace id (database
+errors without their messages, which may quote parameters), never to the client.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import grpc
@@ -15,24 +20,53 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from paymesh_runtime.errors import DOMAIN, Code, PaymeshError, Unavailable
+from paymesh_runtime import failures
+from paymesh_runtime.errors import (
+    DOMAIN,
+    ECHO_LIMIT,
+    MESSAGE_LIMIT,
+    Code,
+    PaymeshError,
+    Unavailable,
+    dependency_unavailable,
+    shorten,
+)
 
 log = logging.getLogger(__name__)
 
 _GRPC_CODES: dict[Code, grpc.StatusCode] = {c: grpc.StatusCode[c.value] for c in Code}
 _BY_NUMBER: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
+# A quoted echo in a message, as `{value!r}` writes it: '...' or "..." with backslash escapes,
+# the opening quote not inside a word (the apostrophe of "caller's" opens nothing).
+_QUOTED = re.compile(r"(?<!\w)(?:'(?:[^'\\\n]|\\.)*'" + r'|"(?:[^"\\\n]|\\.)*")')
+
+
+def _shorten_quoted(match: re.Match[str]) -> str:
+    quoted = match.group(0)
+    if len(quoted) <= ECHO_LIMIT + 2:
+        return quoted
+    return quoted[0] + shorten(quoted[1:-1]) + quoted[-1]
+
+
+def bounded_message(message: str) -> str:
+    """A status message with each quoted echo cut to ECHO_LIMIT characters and the whole to MESSAGE_LIMIT."""
+    if len(message) <= ECHO_LIMIT:
+        return message
+    return shorten(_QUOTED.sub(_shorten_quoted, message), MESSAGE_LIMIT)
 
 
 def status_for(error: PaymeshError) -> status_pb2.Status:
-    """Builds the google.rpc.Status of a PaymeshError."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    """Builds the google.rpc.Status of a PaymeshError, every echo of the caller's input shortened."""
+    message = bounded_message(error.message)
+    metadata = {key: shorten(value) for key, value in error.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata)
     details = [_pack(info)]
     if error.field:
         violation = error_details_pb2.BadRequest.FieldViolation(
-            field=error.field, description=error.message, reason=error.reason
+            field=shorten(error.field, 2 * ECHO_LIMIT), description=message, reason=error.reason
         )
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
-    return status_pb2.Status(code=getattr(code_pb2, error.code.value), message=error.message, details=details)
+    return status_pb2.Status(code=getattr(code_pb2, error.code.value), message=message, details=details)
 
 
 def internal_status() -> status_pb2.Status:
@@ -61,7 +95,11 @@ def status_for_exception(error: Exception, method: str) -> status_pb2.Status:
         # A downstream service failed in a way this one did not expect.
         log.warning("downstream call failed in %s: %s", method, error.code())
         return status_for(_downstream(error))
-    log.error("unhandled error in %s", method, exc_info=error)
+    dependency = failures.unavailable_dependency(error)
+    if dependency is not None:
+        log.warning("%s did not answer in %s: %s", dependency, method, failures.describe(error))
+        return status_for(dependency_unavailable(dependency))
+    log.error("unhandled error in %s\n%s", method, failures.loggable_traceback(error))
     return internal_status()
 
 

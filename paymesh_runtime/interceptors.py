@@ -1,10 +1,15 @@
-"""The one server interceptor of every service: traced, counted, timed, errors mapped.
+"""The one server interceptor of every service: traced, counted, timed, input checked, errors mapped.
 
 `MeshServerInterceptor` replaces what used to be a chain of three
 (OpenTelemetry's gRPC instrumentation, metrics, error mapping): one wrapper per
 unary method, built on the method's first call and reused, doing per call only
 what depends on the call. Streaming handlers (health Watch, reflection) pass
 through untouched.
+
+Every unary method's request deserializer is wrapped by
+paymesh_runtime.validation: a request that does not decode (invalid UTF-8)
+or holds a NUL in a string field never reaches the handler; it is answered
+INVALID_ARGUMENT by the same error mapping as a handler's own refusal.
 
 Services may still add interceptors of their own (`UnaryInterceptor`
 subclasses implementing `around(call, request, context, method)`); they run
@@ -24,6 +29,7 @@ from opentelemetry import trace
 
 from paymesh_runtime import telemetry
 from paymesh_runtime.grpc_errors import abort_with, status_code_of, status_for_exception
+from paymesh_runtime.validation import Refused, checked
 
 UnaryCall = Callable[[Any, Any], Awaitable[Any]]
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any]"]]
@@ -55,7 +61,7 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,ty
             return handler
         wrapped = grpc.unary_unary_rpc_method_handler(
             self._unary(handler.unary_unary, telemetry.MethodTelemetry(method)),  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=checked(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         if self._reuse:
@@ -71,6 +77,8 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,ty
             code = grpc.StatusCode.OK
             unexpected: BaseException | None = None
             try:
+                if type(request) is Refused:
+                    raise request.error
                 response = await call(request, context)
                 code = context.code() or code  # a handler may set a code without raising
                 return response

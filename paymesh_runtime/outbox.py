@@ -64,9 +64,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.events.v1 import events_pb2
+from paymesh_runtime import failures
 from paymesh_runtime.settings import ServiceSettings
 from paymesh_runtime.sql import compiled_once
-from paymesh_runtime.telemetry import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # Kafka or PostgreSQL is down: wait, retry.
-                log.warning("outbox relay paused: %s", describe_error(error))
+                log.warning("outbox relay paused: %s", failures.describe(error))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
             else:

@@ -38,3 +38,8 @@ class ServiceSettings(BaseSettings):
         SecretStr(""),
         description="HMAC key of internal service-identity tokens, shared by the mesh.",
     )
+    page_token_key: SecretStr = Field(
+        SecretStr(""),
+        description="HMAC key of page tokens (at least 32 characters), the same for every replica of the service;"
+        " empty: derived from service_token_secret (paymesh_runtime.pagination).",
+    )

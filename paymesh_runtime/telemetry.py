@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from contextvars import Token
 from typing import Any
@@ -38,8 +39,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio, Sampler
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram, start_http_server
-from sqlalchemy.exc import StatementError
 
+from paymesh_runtime import failures
 from paymesh_runtime.settings import ServiceSettings
 
 RPC_TOTAL = Counter("paymesh_rpc_total", "RPCs handled, by method and gRPC code.", ["service", "method", "code"])
@@ -65,8 +66,18 @@ _SERVER_ERRORS = frozenset(
 )
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the active trace id for correlation."""
+class SafeFormatter(logging.Formatter):
+    """Log times in UTC, and tracebacks without what database errors quote (statements' parameters)."""
+
+    converter = staticmethod(time.gmtime)  # type: ignore[assignment]
+
+    def formatException(self, ei: Any) -> str:
+        error = ei[1]
+        return failures.loggable_traceback(error) if error is not None else super().formatException(ei)
+
+
+class JsonFormatter(SafeFormatter):
+    """One JSON object per line, in UTC, with the active trace id for correlation."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -89,20 +100,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
-def describe_error(error: BaseException, limit: int = 500) -> str:
-    """An error as logs may show it: a database error as the driver's message, never
-    the statement or its parameters (SQLAlchemy's own text carries both)."""
-    if isinstance(error, StatementError) and error.orig is not None:
-        error = error.orig
-    return f"{type(error).__name__}: {error}"[:limit]
-
-
 def configure_logging(service: str, settings: ServiceSettings) -> None:
     handler = logging.StreamHandler(sys.stdout)
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(SafeFormatter("%(asctime)sZ %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -11,6 +11,7 @@ from paymesh_runtime import app
 from paymesh_runtime.db import create_engine, database_probe
 from paymesh_runtime.identity import ServiceTokens
 from paymesh_runtime.outbox import Outbox, outbox_relay
+from paymesh_runtime.pagination import PageTokens
 from paymesh_runtime.server import Servicer
 from wallet_svc import store
 from wallet_svc.operations import HoldPolicy, Ledger
@@ -27,7 +28,7 @@ def servicer(settings: WalletSettings, engine: AsyncEngine) -> Servicer:
     outbox = Outbox(store.outbox, store.outbox_sequence, NAME)
     policy = HoldPolicy(settings.hold_default_ttl_seconds, settings.hold_max_ttl_seconds)
     tokens = ServiceTokens(settings.service_token_secret.get_secret_value())
-    service = WalletService(Ledger(engine, outbox, policy), tokens)
+    service = WalletService(Ledger(engine, outbox, policy), tokens, PageTokens.from_settings(settings))
     return Servicer(FULL_NAME, service, wallet_pb2_grpc.add_WalletServiceServicer_to_server)
 
 

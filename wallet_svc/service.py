@@ -15,7 +15,6 @@ is now, marked `idempotent-replayed: true`, without a second effect.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
 
@@ -33,6 +32,7 @@ from paymesh_runtime.identity import (
     require_user,
 )
 from paymesh_runtime.money import Money, currency_exponent, positive_money
+from paymesh_runtime.pagination import PageTokens
 from wallet_svc import batch, convert, ledger
 from wallet_svc.batch import PostOutcome
 from wallet_svc.ledger import (
@@ -50,13 +50,13 @@ from wallet_svc.operations import Ledger
 # The services allowed to call the internal methods.
 INTERNAL_CALLERS = frozenset({"payment_svc"})
 MAX_REASON_LENGTH = 500
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class WalletService(wallet_pb2_grpc.WalletServiceServicer):
-    def __init__(self, ledger_: Ledger, tokens: ServiceTokens) -> None:
+    def __init__(self, ledger_: Ledger, tokens: ServiceTokens, page_tokens: PageTokens) -> None:
         self._ledger = ledger_
         self._tokens = tokens
+        self._pages = page_tokens
 
     # --- public ----------------------------------------------------------------------
 
@@ -88,11 +88,10 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
             raise PermissionDenied("ADMIN_REQUIRED", "only administrators may list another user's wallets")
         size = pagination.page_size(request.page_size)
         query = ["wallets", owner_id]
-        cursor = pagination.decode_token(request.page_token, query)
-        after = _wallet_cursor(cursor) if cursor else None
+        after = self._pages.decode_position(request.page_token, query)
         found = await self._ledger.list_wallets(owner_id, after, size + 1)
         page, more = found[:size], len(found) > size
-        token = pagination.encode_token(_wallet_position(page[-1]), query) if more else ""
+        token = self._pages.encode_position((page[-1].created_at, page[-1].id), query) if more else ""
         return wallet_pb2.ListWalletsResponse(wallets=[convert.wallet(a) for a in page], next_page_token=token)
 
     async def ListEntries(
@@ -101,11 +100,10 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         account = await self._visible_wallet(require_user(context), request.wallet_id)
         size = pagination.page_size(request.page_size)
         query = ["entries", str(account.id)]
-        cursor = pagination.decode_token(request.page_token, query)
-        before = _entry_cursor(cursor) if cursor else None
+        before = self._pages.decode_sequence(request.page_token, query)
         found = await self._ledger.list_entries(account.id, before, size + 1)
         page, more = found[:size], len(found) > size
-        token = pagination.encode_token([page[-1].seq], query) if more else ""
+        token = self._pages.encode_sequence(page[-1].seq, query) if more else ""
         return wallet_pb2.ListEntriesResponse(entries=[convert.entry(p) for p in page], next_page_token=token)
 
     async def FreezeWallet(self, request: wallet_pb2.FreezeWalletRequest, context: Context) -> wallet_pb2.Wallet:
@@ -267,27 +265,3 @@ def _account_key(ref: wallet_pb2.AccountRef, currency: str, field: str) -> Accou
     if which == "system_account" and ref.system_account != wallet_pb2.SYSTEM_ACCOUNT_UNSPECIFIED:
         return SystemRef(SystemAccount(wallet_pb2.SystemAccount.Name(ref.system_account)), currency)
     raise validation_failed(field, "names a wallet_id or a system_account")
-
-
-def _wallet_position(account: Account) -> pagination.Cursor:
-    micros = (account.created_at - _EPOCH) // timedelta(microseconds=1)
-    return [micros, str(account.id)]
-
-
-def _wallet_cursor(cursor: pagination.Cursor) -> tuple[datetime, uuid.UUID]:
-    if len(cursor) == 2 and isinstance(cursor[0], int) and isinstance(cursor[1], str):
-        try:
-            return _EPOCH + timedelta(microseconds=cursor[0]), uuid.UUID(cursor[1])
-        except (ValueError, OverflowError):
-            pass
-    raise _bad_token()
-
-
-def _entry_cursor(cursor: pagination.Cursor) -> int:
-    if len(cursor) != 1 or not isinstance(cursor[0], int):
-        raise _bad_token()
-    return cursor[0]
-
-
-def _bad_token() -> InvalidArgument:
-    return InvalidArgument("INVALID_PAGE_TOKEN", "page_token is malformed", field="page_token")

@@ -1,4 +1,4 @@
-"""The shared runtime's pure parts: error statuses, page tokens, health."""
+"""The shared runtime's pure parts: error statuses, page sizes, health (page tokens: test_runtime_pagination)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2
 
-from paymesh_runtime.errors import InvalidArgument, NotFound, not_found
+from paymesh_runtime.errors import ECHO_LIMIT, MESSAGE_LIMIT, InvalidArgument, NotFound, not_found, validation_failed
 from paymesh_runtime.grpc_errors import internal_status, status_for
 from paymesh_runtime.health import HealthReporter
-from paymesh_runtime.pagination import MAX_PAGE_SIZE, decode_token, encode_token, page_size
+from paymesh_runtime.money import currency_exponent
+from paymesh_runtime.pagination import MAX_PAGE_SIZE, page_size
 
 
 def _details(status: object) -> dict[str, object]:
@@ -50,15 +51,32 @@ def test_internal_status_reveals_nothing() -> None:
     assert status.message == "internal error"
 
 
-def test_page_tokens_round_trip_and_are_bound_to_their_query() -> None:
-    token = encode_token(["2026-01-01T00:00:00Z", 42], ["wallet", "w1"])
-    assert decode_token(token, ["wallet", "w1"]) == ["2026-01-01T00:00:00Z", 42]
-    assert decode_token("", ["wallet", "w1"]) is None
+def test_an_echo_of_a_huge_input_is_cut_to_the_echo_limit_in_message_and_metadata() -> None:
+    huge = "X" * 16_384
     with pytest.raises(InvalidArgument) as caught:
-        decode_token(token, ["wallet", "w2"])
-    assert caught.value.reason == "INVALID_PAGE_TOKEN"
-    with pytest.raises(InvalidArgument):
-        decode_token("not-a-token!", ["wallet", "w1"])
+        currency_exponent(huge)
+    status = status_for(caught.value)
+    info = _details(status)["ErrorInfo"]
+    echoed = info.metadata["currency"]  # type: ignore[attr-defined]
+    assert len(echoed) == ECHO_LIMIT
+    assert echoed.endswith("…")
+    assert "X" * ECHO_LIMIT not in status.message
+    assert status.message.endswith("is not a supported ISO 4217 currency code")  # the explanation survives
+    # The whole status (a gRPC trailer) stays far below Envoy's header limit.
+    assert status.ByteSize() < 2_000
+
+
+def test_every_message_is_bounded_even_when_its_echo_is_not_quoted() -> None:
+    status = status_for(validation_failed("event_types", "Y" * 20_000))
+    assert len(status.message) <= MESSAGE_LIMIT
+    violation = _details(status)["BadRequest"].field_violations[0]  # type: ignore[attr-defined]
+    assert violation.field == "event_types"
+    assert len(violation.description) <= MESSAGE_LIMIT
+
+
+def test_a_short_message_and_an_apostrophe_are_left_alone() -> None:
+    message = "only the payee's merchant account or an admin may refund a payment of the caller's wallets"
+    assert status_for(InvalidArgument("VALIDATION_FAILED", message)).message == message
 
 
 def test_page_size_defaults_caps_and_rejects_negative() -> None:
