@@ -179,6 +179,10 @@ class LocalReply:
     reason: str
 
 
+# No API request comes near this: a payment is a few hundred bytes, a batch of
+# webhook event types a few kilobytes.
+MAX_REQUEST_BODY_BYTES = 1_048_576
+
 # Same JSON shape as a transcoded service error: {"code": <gRPC code>,
 # "message", "details": [ErrorInfo]}, with reasons from paymesh.common.v1.
 LOCAL_REPLIES = (
@@ -186,6 +190,7 @@ LOCAL_REPLIES = (
     LocalReply(401, 16, "UNAUTHENTICATED"),  # missing/invalid JWT
     LocalReply(403, 7, "PERMISSION_DENIED"),  # e.g. a CORS origin not allowed
     LocalReply(404, 5, "RESOURCE_NOT_FOUND"),  # no such route / internal method
+    LocalReply(413, 3, "REQUEST_TOO_LARGE"),  # a JSON body over max_request_body_bytes (transcoder)
     LocalReply(429, 8, "RATE_LIMITED"),  # local_ratelimit
     LocalReply(503, 14, "DEPENDENCY_UNAVAILABLE"),  # upstream down
     LocalReply(504, 4, "DEPENDENCY_UNAVAILABLE"),  # upstream timeout
@@ -214,6 +219,8 @@ class EdgeSettings:
     jwt_audience: str
     cors_origin_regex: str
     max_downstream_connections: str
+    # The largest HTTP/JSON request body the edge transcodes; larger: 413 REQUEST_TOO_LARGE.
+    max_request_body_bytes: str
     limits: RateLimits
     jwks_cache_seconds: int
     health_check: HealthCheck
@@ -259,6 +266,7 @@ def settings_for(
         jwt_audience=_yaml_str(JWT_AUDIENCE),
         cors_origin_regex=_yaml_str(LOCAL_CORS_ORIGIN_REGEX),
         max_downstream_connections="10000",
+        max_request_body_bytes=str(MAX_REQUEST_BODY_BYTES),
         limits=TEST_LIMITS if is_test else PRODUCTION_LIMITS,
         jwks_cache_seconds=JWKS_CACHE_SECONDS[profile],
         health_check=TEST_HEALTH_CHECK if is_test else PRODUCTION_HEALTH_CHECK,
@@ -293,6 +301,7 @@ def helm_settings() -> EdgeSettings:
         jwt_audience="{{ .Values.auth.jwtAudience | quote }}",
         cors_origin_regex="{{ .Values.envoy.cors.allowedOriginRegex | quote }}",
         max_downstream_connections="10000",
+        max_request_body_bytes="{{ .Values.envoy.maxRequestBodyBytes }}",
         limits=PRODUCTION_LIMITS,
         jwks_cache_seconds=JWKS_CACHE_SECONDS["helm"],
         health_check=PRODUCTION_HEALTH_CHECK,
@@ -507,6 +516,7 @@ def render_settings(settings: EdgeSettings) -> str:
         health_path=_yaml_str(HEALTH_PATH),
         health_clusters=_health_clusters(),
         max_downstream_connections=settings.max_downstream_connections,
+        max_request_body_bytes=settings.max_request_body_bytes,
         jwks_cache_duration=f"{settings.jwks_cache_seconds}s",
         jwt_clock_skew_seconds=str(JWT_CLOCK_SKEW_SECONDS),
         jwt_max_lifetime=f"{JWT_MAX_LIFETIME_SECONDS}s",

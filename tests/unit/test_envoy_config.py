@@ -43,6 +43,7 @@ HELM_SAMPLE_VALUES = {
     "{{ .Values.auth.jwtIssuer | quote }}": '"paymesh"',
     "{{ .Values.auth.jwtAudience | quote }}": '"paymesh"',
     "{{ .Values.envoy.cors.allowedOriginRegex | quote }}": '"^https://app\\\\.example\\\\.com$"',
+    "{{ .Values.envoy.maxRequestBodyBytes }}": "1048576",
     **{f"{{{{ .Values.envoy.upstreams.{s}.host }}}}": "localhost" for s in envoy_config.EDGE_SERVICES},
     **{f"{{{{ .Values.envoy.upstreams.{s}.port }}}}": str(LOCAL.grpc(s)) for s in envoy_config.EDGE_SERVICES},
 }
@@ -221,6 +222,7 @@ def test_http_filter_order() -> None:
     names = [f["name"] for f in _http_connection_manager(_rendered("local"))["http_filters"]]
     assert names == [
         "envoy.filters.http.header_mutation",
+        "envoy.filters.http.body_size_limit",
         "envoy.filters.http.health_check",
         "envoy.filters.http.cors",
         "envoy.filters.http.grpc_json_transcoder",

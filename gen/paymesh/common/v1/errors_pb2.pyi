@@ -12,6 +12,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_AMOUNT: _ClassVar[ErrorReason]
     CURRENCY_MISMATCH: _ClassVar[ErrorReason]
     INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
+    REQUEST_TOO_LARGE: _ClassVar[ErrorReason]
     UNAUTHENTICATED: _ClassVar[ErrorReason]
     INVALID_CREDENTIALS: _ClassVar[ErrorReason]
     REFRESH_TOKEN_INVALID: _ClassVar[ErrorReason]
@@ -50,6 +51,7 @@ INVALID_CURRENCY: ErrorReason
 INVALID_AMOUNT: ErrorReason
 CURRENCY_MISMATCH: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
+REQUEST_TOO_LARGE: ErrorReason
 UNAUTHENTICATED: ErrorReason
 INVALID_CREDENTIALS: ErrorReason
 REFRESH_TOKEN_INVALID: ErrorReason
