@@ -1,10 +1,12 @@
 """The SQL of batched wallet payments (payment_svc.transfers), on a plain asyncpg connection.
 
-Set-based: every statement takes the whole batch as unnest()ed arrays, so a
-batch costs the same few round trips whatever its size, and asyncpg prepares
-each statement once per connection. The caller owns the transaction. The
-tables and their constraints are those of migrations 0002-0006; the
-transitions trigger records every state change these statements make.
+One round trip per stage, whatever the batch size: opening a batch is one
+statement (data-modifying CTEs, atomic on its own), closing it one call of
+the `finish_wallet_transfers` function (migration 0008). Both take the whole
+batch as arrays and the instant of the change from the caller, which is also
+the time the events and answers they store carry; asyncpg prepares each
+statement once per connection. The tables and their constraints are those of
+migrations 0002-0008; the transitions trigger records every state change.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ import asyncpg
 
 from payment_svc.idempotency import Recorded
 from payment_svc.records import TransferIntent
+from paymesh_runtime.outbox import OutboxRows
 
-# Claims each payment's idempotency key; creates, leased to `$12`, the payments whose key was free, with
-# their `transfer` step STARTED. The payment of a key already taken is not created.
+# Claims each payment's idempotency key; creates, leased to `$18`, the payments whose key was free, with
+# their `transfer` step STARTED, their outbox sequence and their payment.created event (sequence 1).
+# The payment of a key already taken is not created, and its event not stored.
 _OPEN = """
 WITH input AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::text[],
-                       $8::text[], $9::bigint[], $10::text[])
+                       $8::text[], $9::bigint[], $10::text[], $11::uuid[], $12::text[], $13::smallint[],
+                       $14::bytea[], $15::jsonb[])
     AS t(payment_id, payer_id, idempotency_key, fingerprint, payee_id, source_wallet_id, destination_wallet_id,
-         currency, amount, description)
+         currency, amount, description, event_id, topic, shard, payload, headers)
 ),
 claimed AS (
-  INSERT INTO idempotency_keys (caller_id, idempotency_key, method, fingerprint, resource_id, state, expires_at)
-  SELECT payer_id, idempotency_key, 'CreatePayment', fingerprint, payment_id, 'IN_PROGRESS', now() + $11::interval
+  INSERT INTO idempotency_keys (caller_id, idempotency_key, method, fingerprint, resource_id, state, created_at,
+                                expires_at)
+  SELECT payer_id, idempotency_key, 'CreatePayment', fingerprint, payment_id, 'IN_PROGRESS', $16::timestamptz,
+         $16::timestamptz + $17::interval
   FROM input
   ON CONFLICT DO NOTHING
   RETURNING resource_id
@@ -38,17 +45,28 @@ claimed AS (
 created AS (
   INSERT INTO payments (payment_id, payer_id, payee_id, source_wallet_id, destination_wallet_id, currency, amount,
                         capture_method, capture_requested, state, state_reason, description,
-                        lease_owner, lease_expires_at)
+                        create_time, update_time, next_attempt_at, lease_owner, lease_expires_at)
   SELECT i.payment_id, i.payer_id, i.payee_id, i.source_wallet_id, i.destination_wallet_id, i.currency, i.amount,
-         'AUTOMATIC', i.amount, 'PENDING', 'created', i.description, $12, now() + $13::interval
+         'AUTOMATIC', i.amount, 'PENDING', 'created', i.description,
+         $16::timestamptz, $16::timestamptz, $16::timestamptz, $18::text, $16::timestamptz + $19::interval
   FROM input i JOIN claimed c ON c.resource_id = i.payment_id
   RETURNING payment_id
 ),
 started AS (
-  INSERT INTO saga_steps (resource_id, step, reference, status, worker)
-  SELECT payment_id, 'transfer', payment_id::text || ':transfer', 'STARTED', $12 FROM created
+  INSERT INTO saga_steps (resource_id, step, reference, status, worker, started_at, updated_at)
+  SELECT payment_id, 'transfer', payment_id::text || ':transfer', 'STARTED', $18::text, $16::timestamptz,
+         $16::timestamptz
+  FROM created
+),
+sequenced AS (
+  INSERT INTO outbox_sequence (aggregate_id, last_sequence) SELECT payment_id::text, 1 FROM created
+),
+published AS (
+  INSERT INTO outbox (event_id, topic, shard, aggregate_id, event_type, payload, headers, created_at)
+  SELECT i.event_id, i.topic, i.shard, i.payment_id::text, 'payment.created', i.payload, i.headers, $16::timestamptz
+  FROM input i JOIN created c USING (payment_id)
 )
-SELECT now() AS now, array(SELECT payment_id FROM created) AS created
+SELECT array(SELECT payment_id FROM created) AS created
 """
 
 _KEYS = """
@@ -57,62 +75,25 @@ FROM idempotency_keys k JOIN unnest($1::text[], $2::text[]) AS i(caller_id, idem
   ON k.caller_id = i.caller_id AND k.idempotency_key = i.idempotency_key
 """
 
-# The transferred payments: PENDING → PROCESSING, still under this replica's lease.
-_PROCESSING = """
-UPDATE payments SET state = 'PROCESSING', state_reason = 'transfer_posted', update_time = now()
-WHERE payment_id = ANY($1::uuid[]) AND state = 'PENDING' AND lease_owner = $2
-RETURNING payment_id
-"""
-
-# Each payment to its final state (SUCCEEDED from PROCESSING, FAILED from PENDING), lease given back.
 _FINISH = """
-UPDATE payments p
-SET state = i.state, state_reason = i.reason, failure_code = i.failure_code, failure_message = i.failure_message,
-    amount_captured = i.captured, update_time = now(), lease_owner = NULL, lease_expires_at = NULL
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
-  AS i(payment_id, from_state, state, reason, failure_code, failure_message, captured)
-WHERE p.payment_id = i.payment_id AND p.state = i.from_state AND p.lease_owner = $8
-RETURNING p.payment_id, now() AS now
+SELECT finish_wallet_transfers($1, $2, $3::uuid[], $4::boolean[], $5::text[], $6::text[], $7::text[], $8::bytea[],
+                               $9::uuid[], $10::text[], $11::smallint[], $12::text[], $13::text[], $14::bytea[],
+                               $15::jsonb[], $16::bigint[], $17::uuid[], $18::interval)
 """
-
-# The `transfer` step's result and the idempotency key's recorded response, per payment.
-_RECORD = """
-WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[])
-    AS t(payment_id, status, result_ref, detail, response_code, response_body)
-),
-steps AS (
-  UPDATE saga_steps s SET status = i.status, result_ref = i.result_ref, detail = i.detail, updated_at = now()
-  FROM input i WHERE s.resource_id = i.payment_id AND s.step = 'transfer'
-)
-UPDATE idempotency_keys k
-SET state = 'DONE', response_code = i.response_code, response_body = i.response_body, completed_at = now()
-FROM input i WHERE k.resource_id = i.payment_id AND k.state = 'IN_PROGRESS'
-"""
-
-# No definitive answer from the wallet: the recovery worker takes these over after `$3`.
-_RELEASE = """
-UPDATE payments
-SET lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = now() + $3::interval, attempts = attempts + 1
-WHERE payment_id = ANY($1::uuid[]) AND lease_owner = $2
-"""
-
-
-@dataclass(frozen=True)
-class Opened:
-    now: datetime
-    created: frozenset[uuid.UUID]
 
 
 async def open_transfers(
     conn: asyncpg.Connection,
     intents: Sequence[TransferIntent],
+    created_events: OutboxRows,
     *,
+    at: datetime,
     owner: str,
     lease: timedelta,
     key_retention: timedelta,
-) -> Opened:
-    """Creates the payments whose idempotency key was free (see _OPEN)."""
+) -> frozenset[uuid.UUID]:
+    """Creates the payments whose idempotency key was free, with their created events (one per intent,
+    in order); returns their ids."""
     row = await conn.fetchrow(
         _OPEN,
         [i.payment_id for i in intents],
@@ -125,12 +106,18 @@ async def open_transfers(
         [i.amount.currency for i in intents],
         [i.amount.amount for i in intents],
         [i.description for i in intents],
+        created_events.event_ids,
+        created_events.topics,
+        created_events.shards,
+        created_events.payloads,
+        created_events.headers,
+        at,
         key_retention,
         owner,
         lease,
     )
     assert row is not None
-    return Opened(row["now"], frozenset(row["created"]))
+    return frozenset(row["created"])
 
 
 @dataclass(frozen=True)
@@ -157,60 +144,50 @@ async def stored_keys(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]])
 
 @dataclass(frozen=True)
 class Finish:
-    """One payment's end: its state change (from → to) with the transfer step's result and the answer."""
+    """One payment's definitive end: its transfer posted (or refused, with the wallet's reason), and
+    the answer its idempotency key records."""
 
     payment_id: uuid.UUID
-    from_state: str
-    state: str
-    reason: str
-    captured: int
-    step_status: str
+    posted: bool
     result_ref: str
+    answer: bytes
     failure_code: str = ""
     failure_message: str = ""
 
 
-async def move_to_processing(conn: asyncpg.Connection, payment_ids: Sequence[uuid.UUID], owner: str) -> set[uuid.UUID]:
-    """PENDING → PROCESSING; returns the payments still leased to `owner` (the others were taken over)."""
-    rows = await conn.fetch(_PROCESSING, payment_ids, owner)
-    return {row["payment_id"] for row in rows}
-
-
-async def finish(
-    conn: asyncpg.Connection, ends: Sequence[Finish], owner: str
-) -> tuple[set[uuid.UUID], datetime | None]:
-    """Moves each payment to its final state under `owner`'s lease; returns those moved and the time."""
-    if not ends:
-        return set(), None
-    rows = await conn.fetch(
+async def finish_transfers(
+    conn: asyncpg.Connection,
+    ends: Sequence[Finish],
+    events: OutboxRows,
+    sequences: Sequence[int],
+    unknown: Sequence[uuid.UUID],
+    *,
+    at: datetime,
+    owner: str,
+    retry_after: timedelta,
+) -> set[uuid.UUID]:
+    """Stores every definitive end with its events, and gives the unknown ones to the recovery worker,
+    in one call; returns the payments finished (those still leased to `owner`; another replica answers
+    for the others)."""
+    finished = await conn.fetchval(
         _FINISH,
-        [e.payment_id for e in ends],
-        [e.from_state for e in ends],
-        [e.state for e in ends],
-        [e.reason for e in ends],
-        [e.failure_code for e in ends],
-        [e.failure_message for e in ends],
-        [e.captured for e in ends],
         owner,
-    )
-    return {row["payment_id"] for row in rows}, (rows[0]["now"] if rows else None)
-
-
-async def record(conn: asyncpg.Connection, ends: Sequence[Finish], answers: Sequence[Recorded]) -> None:
-    """Stores each finished payment's transfer step result and its idempotency key's answer."""
-    await conn.execute(
-        _RECORD,
+        at,
         [e.payment_id for e in ends],
-        [e.step_status for e in ends],
+        [e.posted for e in ends],
         [e.result_ref for e in ends],
         [e.failure_code for e in ends],
-        [a.code for a in answers],
-        [a.body for a in answers],
+        [e.failure_message for e in ends],
+        [e.answer for e in ends],
+        events.event_ids,
+        events.topics,
+        events.shards,
+        events.aggregate_ids,
+        events.event_types,
+        events.payloads,
+        events.headers,
+        list(sequences),
+        list(unknown),
+        retry_after,
     )
-
-
-async def release(
-    conn: asyncpg.Connection, payment_ids: Sequence[uuid.UUID], owner: str, retry_after: timedelta
-) -> None:
-    """Gives the leases back: the recovery worker finishes these payments after `retry_after`."""
-    await conn.execute(_RELEASE, payment_ids, owner, retry_after)
+    return set(finished)

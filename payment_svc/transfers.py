@@ -26,13 +26,13 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from payment_svc import transfer_store, views
 from payment_svc.events import TOPIC, payment_event
-from payment_svc.idempotency import OK, Recorded, previous_answer
+from payment_svc.idempotency import Recorded, previous_answer
 from payment_svc.lifecycle import PaymentState
 from payment_svc.records import TransferIntent, Transition, moved
 from payment_svc.saga.steps import dependency_unavailable, kill_this_process
@@ -92,7 +92,7 @@ class WalletTransfers:
         self._config = config
         self._crash = crash
         self._batches: GroupCommit[TransferIntent, TransferAnswer] = GroupCommit(
-            self._handle, max_batch=config.max_batch, max_in_flight=config.max_in_flight
+            self._handle, max_batch=config.max_batch, max_in_flight=config.max_in_flight, name="wallet_payments"
         )
 
     async def pay(self, intent: TransferIntent) -> TransferAnswer:
@@ -164,26 +164,25 @@ class _Batch:
         return fresh
 
     async def _open(self, conn: asyncpg.Connection, fresh: list[int]) -> tuple[list[int], datetime]:
-        """Transaction 1: the payments whose key was free, their step and their created events."""
+        """Stage 1, one statement: the payments whose key was free, their step and created events."""
         config = self._config
-        async with conn.transaction():
-            opened = await transfer_store.open_transfers(
-                conn,
-                [self.intents[i] for i in fresh],
-                owner=config.owner,
-                lease=config.lease,
-                key_retention=config.key_retention,
-            )
-            created = [i for i in fresh if self.intents[i].payment_id in opened.created]
-            events = [
-                _event(self.intents[i], views.payment(self.intents[i].created(opened.now), _created(opened.now)), "")
-                for i in created
-            ]
-            await self._outbox.enqueue_many(conn, events, opened.now)
-        taken = [i for i in fresh if self.intents[i].payment_id not in opened.created]
+        at = datetime.now(UTC)
+        intents = [self.intents[i] for i in fresh]
+        events = [_event(intent, views.payment(intent.created(at), _created(at)), "") for intent in intents]
+        opened = await transfer_store.open_transfers(
+            conn,
+            intents,
+            self._outbox.rows(events, [1] * len(events), at),
+            at=at,
+            owner=config.owner,
+            lease=config.lease,
+            key_retention=config.key_retention,
+        )
+        created = [i for i in fresh if self.intents[i].payment_id in opened]
+        taken = [i for i in fresh if self.intents[i].payment_id not in opened]
         if taken:
             await self._answer_used_keys(conn, taken)
-        return created, opened.now
+        return created, at
 
     async def _answer_used_keys(self, conn: asyncpg.Connection, taken: list[int]) -> None:
         stored = await transfer_store.stored_keys(
@@ -225,71 +224,74 @@ class _Batch:
     async def _close(
         self, conn: asyncpg.Connection, created: list[int], results: list[PostResult], opened_at: datetime
     ) -> None:
-        """Transaction 2: every definitive result, its events and its answer; the rest to the recovery worker."""
+        """Stage 2, one call: every definitive result with its events and answer; the rest to the
+        recovery worker."""
+        at = datetime.now(UTC)
         ends: dict[int, Finish] = {}
+        messages: dict[int, payment_pb2.Payment] = {}
+        events: list[PendingEvent] = []
+        sequences: list[int] = []
         unknown: list[int] = []
         for index, result in zip(created, results, strict=True):
             intent = self.intents[index]
             if isinstance(result, wallet_pb2.LedgerTransaction):
-                ends[index] = Finish(
-                    intent.payment_id, "PROCESSING", "SUCCEEDED", "captured", intent.amount.amount, "DONE",
-                    result.transaction_id,
-                )  # fmt: skip
+                posted, ref, code, message = True, str(result.transaction_id), "", ""
             elif isinstance(result, WalletRefused):
-                ends[index] = Finish(
-                    intent.payment_id, "PENDING", "FAILED", result.failure_code, 0, "FAILED", "",
-                    result.failure_code, result.message,
-                )  # fmt: skip
+                posted, ref, code, message = False, "", result.failure_code, result.message
             else:
                 unknown.append(index)
+                continue
+            messages[index] = _finish(intent, posted, code, message, opened_at, at, events, sequences)
+            answer = messages[index].SerializeToString()
+            ends[index] = Finish(intent.payment_id, posted, ref, answer, code, message)
         config = self._config
-        async with conn.transaction():
-            transferred = [ends[i].payment_id for i in ends if ends[i].state == "SUCCEEDED"]
-            still_ours = await transfer_store.move_to_processing(conn, transferred, config.owner)
-            finishing = [e for e in ends.values() if e.from_state == "PENDING" or e.payment_id in still_ours]
-            finished, now = await transfer_store.finish(conn, finishing, config.owner)
-            events: list[PendingEvent] = []
-            recorded: list[tuple[Finish, Recorded]] = []
-            for index, end in ends.items():
-                if end.payment_id not in finished:
-                    # Another replica took the payment over (this batch outlived the lease): it answers.
-                    self.answers[index] = dependency_unavailable("this replica's lease lapsed; another replica")
-                    continue
-                assert now is not None
-                message = self._finish(self.intents[index], end, opened_at, now, events)
-                self.answers[index] = message
-                recorded.append((end, Recorded(OK, message.SerializeToString())))
-            await transfer_store.record(conn, [end for end, _ in recorded], [answer for _, answer in recorded])
-            if now is not None:
-                await self._outbox.enqueue_many(conn, events, now)
-            if unknown:
-                ids = [self.intents[i].payment_id for i in unknown]
-                await transfer_store.release(conn, ids, config.owner, config.retry_after)
+        finished = await transfer_store.finish_transfers(
+            conn,
+            list(ends.values()),
+            self._outbox.rows(events, sequences, at),
+            sequences,
+            [self.intents[i].payment_id for i in unknown],
+            at=at,
+            owner=config.owner,
+            retry_after=config.retry_after,
+        )
+        for index, end in ends.items():
+            # Not finished: another replica took the payment over (this batch outlived the lease); it answers.
+            lapsed = dependency_unavailable("this replica's lease lapsed; another replica")
+            self.answers[index] = messages[index] if end.payment_id in finished else lapsed
         for index in unknown:
             self.answers[index] = dependency_unavailable("wallet_svc")
 
-    def _finish(
-        self, intent: TransferIntent, end: Finish, opened_at: datetime, now: datetime, events: list[PendingEvent]
-    ) -> payment_pb2.Payment:
-        """The payment's events up to its final state (appended to `events`); returns its final message."""
-        history = _created(opened_at)
-        payment = intent.created(opened_at)
-        if end.state == "SUCCEEDED":
-            history += (Transition("PENDING", "PROCESSING", "transfer_posted", now),)
-            payment = moved(payment, PaymentState.PROCESSING, now)
-            events.append(_event(intent, views.payment(payment, history), "PENDING"))
-            history += (Transition("PROCESSING", "SUCCEEDED", end.reason, now),)
-            payment = moved(payment, PaymentState.SUCCEEDED, now, amount_captured=end.captured)
-            previous = "PROCESSING"
-        else:
-            history += (Transition("PENDING", "FAILED", end.reason, now),)
-            payment = moved(
-                payment, PaymentState.FAILED, now, failure_code=end.failure_code, failure_message=end.failure_message
-            )
-            previous = "PENDING"
-        message = views.payment(payment, history)
-        events.append(_event(intent, message, previous))
-        return message
+
+def _finish(
+    intent: TransferIntent,
+    posted: bool,
+    failure_code: str,
+    failure_message: str,
+    opened_at: datetime,
+    at: datetime,
+    events: list[PendingEvent],
+    sequences: list[int],
+) -> payment_pb2.Payment:
+    """The payment's events up to its final state at `at` (appended, with their sequence numbers after
+    the created event's 1); returns its final message."""
+    history = _created(opened_at)
+    payment = intent.created(opened_at)
+    if posted:
+        history += (Transition("PENDING", "PROCESSING", "transfer_posted", at),)
+        payment = moved(payment, PaymentState.PROCESSING, at)
+        events.append(_event(intent, views.payment(payment, history), "PENDING"))
+        history += (Transition("PROCESSING", "SUCCEEDED", "captured", at),)
+        payment = moved(payment, PaymentState.SUCCEEDED, at, amount_captured=intent.amount.amount)
+        previous = "PROCESSING"
+    else:
+        history += (Transition("PENDING", "FAILED", failure_code, at),)
+        payment = moved(payment, PaymentState.FAILED, at, failure_code=failure_code, failure_message=failure_message)
+        previous = "PENDING"
+    message = views.payment(payment, history)
+    events.append(_event(intent, message, previous))
+    sequences.extend(range(2, 2 + len(history) - 1))
+    return message
 
 
 def _event(intent: TransferIntent, message: payment_pb2.Payment, previous_state: str) -> PendingEvent:

@@ -21,6 +21,15 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from prometheus_client import Histogram
+
+BATCH_SIZE = Histogram(
+    "paymesh_group_commit_batch_size",
+    "Requests handled per batch, by group commit.",
+    ["name"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -32,6 +41,7 @@ class GroupCommit(Generic[Item, Result]):
         *,
         max_batch: int,
         max_in_flight: int = 1,
+        name: str = "batch",
     ) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be at least 1")
@@ -40,6 +50,7 @@ class GroupCommit(Generic[Item, Result]):
         self._max_in_flight = max_in_flight
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._running: set[asyncio.Task[None]] = set()
+        self._sizes = BATCH_SIZE.labels(name)
 
     @property
     def in_flight(self) -> int:
@@ -74,6 +85,7 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         items = [item for item, _ in batch]
+        self._sizes.observe(len(items))
         try:
             results = await self._handle(items)
             if len(results) != len(items):

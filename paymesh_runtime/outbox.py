@@ -34,7 +34,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -168,20 +168,27 @@ class Outbox:
         aggregates = sorted(counts)
         rows = await conn.fetch(_NEXT_SEQUENCES, aggregates, [counts[a] for a in aggregates])
         next_sequence = {row["aggregate_id"]: row["last_sequence"] - counts[row["aggregate_id"]] + 1 for row in rows}
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        sequences = []
         for pending in events:
+            sequences.append(next_sequence[pending.event.aggregate_id])
+            next_sequence[pending.event.aggregate_id] += 1
+        await conn.execute(_INSERT_MANY, *self.rows(events, sequences, now).columns())
+
+    def rows(self, events: Sequence[PendingEvent], sequences: Sequence[int], now: datetime) -> OutboxRows:
+        """The events sealed with the given sequence numbers, as the columns of outbox rows: for a
+        writer whose own statement inserts them (`INSERT INTO outbox ... SELECT * FROM unnest(...)`)."""
+        rows = OutboxRows()
+        for pending, sequence in zip(events, sequences, strict=True):
             event = pending.event
-            sequence = next_sequence[event.aggregate_id]
-            next_sequence[event.aggregate_id] = sequence + 1
             headers = self._seal(event, sequence, now, pending.trace_context)
-            for column, value in zip(
-                columns,
-                (uuid.UUID(event.id), pending.topic, shard_of(event.aggregate_id), event.aggregate_id, event.type,
-                 event.SerializeToString(), json.dumps(headers)),
-                strict=True,
-            ):  # fmt: skip
-                column.append(value)
-        await conn.execute(_INSERT_MANY, *columns)
+            rows.event_ids.append(uuid.UUID(event.id))
+            rows.topics.append(pending.topic)
+            rows.shards.append(shard_of(event.aggregate_id))
+            rows.aggregate_ids.append(event.aggregate_id)
+            rows.event_types.append(event.type)
+            rows.payloads.append(event.SerializeToString())
+            rows.headers.append(json.dumps(headers))
+        return rows
 
     def _seal(
         self, event: events_pb2.Event, sequence: int, now: datetime, context: Mapping[str, str]
@@ -192,6 +199,28 @@ class Outbox:
         event.producer = self._producer_name
         event.occurred_at.FromDatetime(now)
         return {"content-type": CONTENT_TYPE, "event-type": event.type, **context}
+
+
+@dataclass
+class OutboxRows:
+    """Sealed events as the columns of outbox rows, in the order of INSERT_COLUMNS."""
+
+    event_ids: list[uuid.UUID] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    shards: list[int] = field(default_factory=list)
+    aggregate_ids: list[str] = field(default_factory=list)
+    event_types: list[str] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)  # JSON objects
+
+    def columns(self) -> tuple[list[Any], ...]:
+        return (self.event_ids, self.topics, self.shards, self.aggregate_ids, self.event_types, self.payloads,
+                self.headers)  # fmt: skip
+
+
+# The outbox columns an `unnest` of OutboxRows.columns() fills, and their array types.
+INSERT_COLUMNS = "event_id, topic, shard, aggregate_id, event_type, payload, headers"
+INSERT_TYPES = ("uuid[]", "text[]", "smallint[]", "text[]", "text[]", "bytea[]", "jsonb[]")
 
 
 @dataclass(frozen=True)
@@ -217,10 +246,10 @@ SELECT * FROM unnest($1::text[], $2::bigint[])
 ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = outbox_sequence.last_sequence + EXCLUDED.last_sequence
 RETURNING aggregate_id, last_sequence
 """
-_INSERT_MANY = """
-INSERT INTO outbox (event_id, topic, shard, aggregate_id, event_type, payload, headers)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::bytea[], $7::jsonb[])
-"""
+_INSERT_MANY = f"""
+INSERT INTO outbox ({INSERT_COLUMNS})
+SELECT * FROM unnest({", ".join(f"${n}::{t}" for n, t in enumerate(INSERT_TYPES, start=1))})
+"""  # noqa: S608 (constants)
 
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
