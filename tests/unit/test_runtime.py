@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2
 
@@ -10,6 +11,7 @@ from paymesh_runtime.errors import ECHO_LIMIT, MESSAGE_LIMIT, InvalidArgument, N
 from paymesh_runtime.grpc_errors import internal_status, status_for
 from paymesh_runtime.health import HealthReporter
 from paymesh_runtime.money import currency_exponent
+from paymesh_runtime.outbox import partition_of
 from paymesh_runtime.pagination import MAX_PAGE_SIZE, page_size
 
 
@@ -108,3 +110,10 @@ async def test_health_serves_only_while_every_probe_answers() -> None:
     await reporter.check_once()
     await reporter.shutting_down()
     assert await status("") == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_the_relay_partitions_keys_as_kafka_clients_do() -> None:
+    partitions = [0, 1, 2, 3, 4, 5]
+    for n in range(200):
+        key = f"aggregate-{n}".encode()
+        assert partition_of(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
