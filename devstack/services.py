@@ -29,6 +29,10 @@ from devstack.ports import HOST, SERVICES, Ports
 from devstack.procs import StackError, run_command
 from devstack.topology import instance_name
 
+# Services that only consume events, and their niceness in the local stack (see Service.command).
+BACKGROUND_SERVICES = frozenset({"notify"})
+BACKGROUND_NICENESS = 10
+
 # Each service gets its own Redis logical database so keys never collide.
 REDIS_DB = {"auth": 0, "wallet": 1, "payment": 2, "notify": 3}
 # AUTH_JWT_AUDIENCE is envoy_config.JWT_AUDIENCE, the audience the profile's
@@ -168,7 +172,12 @@ class Service(Component):
         return fingerprint(json.dumps(self.own_env(), sort_keys=True))
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", self.module]
+        command = [sys.executable, "-m", self.module]
+        # Event consumers yield the CPU to the money path on a shared machine (as their own pods would
+        # in production): under load their backlog grows and drains afterwards. Local stack only.
+        if self.service in BACKGROUND_SERVICES and self.ctx.profile == "local":
+            return ["nice", "-n", str(BACKGROUND_NICENESS), *command]
+        return command
 
     def prepare(self) -> None:
         if self.replica > 1:
