@@ -14,6 +14,7 @@ from auth_svc.sessions import LoginThrottle, Sessions
 from auth_svc.settings import AuthSettings
 from paymesh.auth.v1 import auth_pb2_grpc
 from paymesh_runtime import app
+from paymesh_runtime.callers import end_users
 from paymesh_runtime.db import create_engine, database_probe
 from paymesh_runtime.outbox import outbox_relay
 from paymesh_runtime.redis import create_redis, redis_probe
@@ -49,9 +50,15 @@ async def build(settings: AuthSettings) -> app.ServiceApp:
         ),
     )
     relay = outbox_relay(engine, store.outbox, settings)
+
+    async def own_jwks() -> list[dict[str, str]]:
+        # auth_svc verifies the tokens it issued with its own key store: what GetJwks publishes.
+        return [jwk.as_dict() for jwk in await keyring.published()]
+
     return app.ServiceApp(
         servicers=[Servicer("paymesh.auth.v1.AuthService", service, auth_pb2_grpc.add_AuthServiceServicer_to_server)],
         probes={"postgres": database_probe(engine), "redis": redis_probe(redis)},
+        callers=end_users(settings, NAME, jwks=own_jwks),
         background=[relay.run],
         cleanup=[engine.dispose, redis.aclose],
     )

@@ -17,8 +17,6 @@ class AuthSettings(ServiceSettings):
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:16379/0"), description="Redis for refresh tokens and login throttling."
     )
-    jwt_issuer: str = Field("paymesh-local", description="The `iss` of access tokens (Envoy checks it).")
-    jwt_audience: str = Field("paymesh", description="The `aud` of access tokens (Envoy checks it).")
     access_token_ttl_seconds: int = Field(
         900, gt=0, le=3600, description="Access token lifetime (15 minutes); Envoy refuses tokens over an hour."
     )

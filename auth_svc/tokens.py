@@ -2,7 +2,8 @@
 
 Pure functions (no gRPC, SQL or Redis). Envoy verifies access tokens at the
 edge (signature by `kid` from the JWKS, `iss`, `aud`, `exp`) and forwards
-`sub` and `role` to the services; auth_svc only issues them.
+them; every service, auth_svc included, verifies them again
+(paymesh_runtime.access_tokens). Here they are only issued.
 
 A refresh token is `<family id>.<random>`: the family id routes it to its
 session's Redis keys (one hash slot), the random part is 256 bits from

@@ -21,6 +21,7 @@ from notify_svc.settings import NotifySettings
 from notify_svc.store import NotifyStore
 from paymesh.notify.v1 import notify_pb2_grpc
 from paymesh_runtime import app
+from paymesh_runtime.callers import end_users
 from paymesh_runtime.db import create_engine, database_probe
 from paymesh_runtime.outbox import kafka_producer_factory
 from paymesh_runtime.pagination import PageTokens
@@ -79,6 +80,7 @@ async def build(settings: NotifySettings) -> app.ServiceApp:
             Servicer("paymesh.notify.v1.NotifyService", service, notify_pb2_grpc.add_NotifyServiceServicer_to_server)
         ],
         probes={"postgres": database_probe(engine)},
+        callers=end_users(settings, NAME),
         background=[consumer.run, worker.run],
         cleanup=[http.aclose, mailer.aclose, dead_letters.close, engine.dispose],
     )

@@ -21,6 +21,7 @@ from payment_svc.wallet_client import WalletClient
 from payment_svc.wallets import WalletDirectory
 from paymesh.payment.v1 import payment_pb2_grpc
 from paymesh_runtime import app
+from paymesh_runtime.callers import end_users
 from paymesh_runtime.channels import internal_channel
 from paymesh_runtime.db import asyncpg_dsn, create_engine, create_pool, database_probe
 from paymesh_runtime.identity import ServiceTokens
@@ -100,6 +101,7 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
             )
         ],
         probes={"postgres": database_probe(engine)},
+        callers=end_users(settings, NAME),
         background=[relay.run, recovery.run, recovery.prune_keys, recovery.report_backlog, replica.watch],
         cleanup=[transfers.drain, close_wallet_channel, processor.aclose, pool.close, engine.dispose, replica.close],
     )

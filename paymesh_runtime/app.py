@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from paymesh_runtime import migrations
+from paymesh_runtime.callers import Callers
 from paymesh_runtime.health import Probe
 from paymesh_runtime.server import (
     Cleanup,
@@ -38,6 +39,9 @@ class ServiceApp:
 
     servicers: Sequence[Servicer]
     probes: Mapping[str, Probe]
+    # Whose calls these are: access tokens verified against auth_svc's keys, and
+    # the services whose identity headers count (paymesh_runtime.callers.end_users).
+    callers: Callers
     # Long-running loops (outbox relay, sweepers, consumers); cancelled first
     # on shutdown, after in-flight calls have finished.
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
@@ -47,7 +51,7 @@ class ServiceApp:
 
 async def serve(name: str, settings: S, build: Callable[[S], Awaitable[ServiceApp]]) -> None:
     app = await build(settings)
-    running = create_server(settings, app.servicers, app.probes, list(app.interceptors))
+    running = create_server(settings, app.servicers, app.probes, list(app.interceptors), callers=app.callers)
     tasks = [asyncio.create_task(job(), name=getattr(job, "__name__", "job")) for job in app.background]
 
     async def stop_background() -> None:
@@ -57,7 +61,7 @@ async def serve(name: str, settings: S, build: Callable[[S], Awaitable[ServiceAp
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    await run_until_signalled(running, settings, [stop_background, *app.cleanup])
+    await run_until_signalled(running, settings, [stop_background, *app.cleanup, app.callers.close])
 
 
 Command = Callable[[ServiceSettings, argparse.Namespace], None]

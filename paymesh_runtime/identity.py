@@ -1,9 +1,19 @@
-"""Who is calling: end users (claims verified by Envoy) and mesh services.
+"""Who is calling: end users (access tokens the service verifies) and mesh services.
 
-End users. Envoy's jwt_authn verifies the bearer token and forwards its `sub`
-and `role` claims as the `x-paymesh-user-id` and `x-paymesh-role` headers; it
-first strips any such header a client sent, so behind the edge they are
-trustworthy. Services never take a user id from a request body.
+End users. A call's end user is resolved once, by the server interceptor
+(paymesh_runtime.callers), before the handler runs; handlers read it with
+`require_user(context)`. It comes from one of two places only:
+
+- a bearer access token (`authorization: Bearer <JWT>`) that the service
+  verifies itself against auth_svc's key set (paymesh_runtime.access_tokens).
+  Envoy forwards the token it verified, so every call through the edge has
+  one; a call straight to a service port must bring one too;
+- the `x-paymesh-user-id` and `x-paymesh-role` headers, but only on a call
+  that also carries a valid service token of a service this one lets act for
+  its users (payment_svc reading wallets for the payer). From anyone else,
+  Envoy included, these headers mean nothing.
+
+Services never take a user id from a request body.
 
 Services. An internal-only method (a wallet hold, a ledger posting) must not be
 callable from outside even if a request slips past the edge, so callers inside
@@ -16,6 +26,7 @@ token keeps the local stack free of a certificate authority.)
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import hashlib
 import hmac
@@ -26,8 +37,9 @@ from typing import Any
 
 import grpc
 
-from paymesh_runtime.errors import PermissionDenied, Unauthenticated
+from paymesh_runtime.errors import PaymeshError, PermissionDenied, Unauthenticated
 
+AUTHORIZATION_HEADER = "authorization"
 USER_ID_HEADER = "x-paymesh-user-id"
 ROLE_HEADER = "x-paymesh-role"
 SERVICE_TOKEN_HEADER = "x-paymesh-service-token"  # noqa: S105 (a header name)
@@ -62,9 +74,42 @@ class User:
         return self.is_admin or self.user_id in owner_ids
 
 
-def _metadata(context: Context) -> dict[str, str]:
+@dataclass(frozen=True)
+class Caller:
+    """The end user a call runs for, as the server interceptor resolved it before the handler.
+
+    `refusal`: why there is no user although the call presented credentials
+    (a token that does not verify, identity headers from a service that may
+    not send them), raised by `require_user` instead of the generic answer.
+    """
+
+    user: User | None
+    refusal: PaymeshError | None = None
+
+
+NOBODY = Caller(None)
+# Each gRPC call runs in its own task, so the value is the call's own; a call
+# that went through no resolution (no interceptor) has no user.
+_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("paymesh_caller", default=NOBODY)
+
+
+def bind_caller(caller: Caller) -> contextvars.Token[Caller]:
+    """Makes `caller` the end user of the running call (the server interceptor does, once per call)."""
+    return _caller.set(caller)
+
+
+def unbind_caller(token: contextvars.Token[Caller]) -> None:
+    _caller.reset(token)
+
+
+def metadata_of(context: Context) -> dict[str, str]:
+    """A call's text metadata, keys lower-cased, the first value of each key."""
+    return first_values(context.invocation_metadata() or ())
+
+
+def first_values(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata:
         if isinstance(value, bytes):
             continue
         found.setdefault(key.lower(), value)
@@ -72,23 +117,19 @@ def _metadata(context: Context) -> dict[str, str]:
 
 
 def optional_user(context: Context) -> User | None:
-    headers = _metadata(context)
-    user_id = headers.get(USER_ID_HEADER, "").strip()
-    if not user_id:
-        return None
-    try:
-        role = Role(headers.get(ROLE_HEADER, ""))
-    except ValueError:
-        raise Unauthenticated("UNAUTHENTICATED", "the caller's role is not recognised") from None
-    return User(user_id, role)
+    """The verified end user of the call, if any (resolved by the server interceptor)."""
+    del context  # kept in the signature: handlers ask about *their* call
+    return _caller.get().user
 
 
 def require_user(context: Context) -> User:
-    """The verified end user, or UNAUTHENTICATED."""
-    user = optional_user(context)
-    if user is None:
-        raise Unauthenticated("UNAUTHENTICATED", "this method needs a signed-in user (a bearer token)")
-    return user
+    """The verified end user, or UNAUTHENTICATED (UNAVAILABLE while auth_svc's key set cannot be had)."""
+    caller = _caller.get()
+    if caller.user is not None:
+        return caller.user
+    if caller.refusal is not None:
+        raise caller.refusal
+    raise Unauthenticated("UNAUTHENTICATED", "this method needs a signed-in user (a bearer token)")
 
 
 def require_admin(context: Context) -> User:
@@ -107,7 +148,7 @@ def require_merchant(context: Context) -> User:
 
 def has_service_token(context: Context) -> bool:
     """Whether the caller presents a service identity at all (verify it with ServiceTokens.require)."""
-    return bool(_metadata(context).get(SERVICE_TOKEN_HEADER))
+    return bool(metadata_of(context).get(SERVICE_TOKEN_HEADER))
 
 
 class ServiceTokens:
@@ -140,7 +181,7 @@ class ServiceTokens:
 
     def require(self, context: Context, allowed: Iterable[str]) -> str:
         """The calling service, which must be one of `allowed`; else UNAUTHENTICATED or PERMISSION_DENIED."""
-        token = _metadata(context).get(SERVICE_TOKEN_HEADER)
+        token = metadata_of(context).get(SERVICE_TOKEN_HEADER)
         if not token:
             raise Unauthenticated("SERVICE_IDENTITY_REQUIRED", "this internal method needs a service identity")
         service = self.verify(token)

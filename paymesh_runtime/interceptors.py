@@ -1,4 +1,4 @@
-"""The one server interceptor of every service: traced, counted, timed, input checked, errors mapped.
+"""The one server interceptor of every service: traced, counted, timed, input checked, caller resolved, errors mapped.
 
 `MeshServerInterceptor` replaces what used to be a chain of three
 (OpenTelemetry's gRPC instrumentation, metrics, error mapping): one wrapper per
@@ -11,6 +11,11 @@ paymesh_runtime.validation: a request that does not decode (invalid UTF-8)
 or holds a NUL in a string field never reaches the handler; it is answered
 INVALID_ARGUMENT by the same error mapping as a handler's own refusal.
 
+Before the handler runs, the call's end user is resolved from its
+credentials (paymesh_runtime.callers: a bearer token the service verifies,
+or identity headers from a delegating service) and bound to the call, where
+`paymesh_runtime.identity.require_user` finds it.
+
 Services may still add interceptors of their own (`UnaryInterceptor`
 subclasses implementing `around(call, request, context, method)`); they run
 inside the mesh interceptor, so their time is in the span and the metrics.
@@ -19,6 +24,7 @@ inside the mesh interceptor, so their time is in the span and the metrics.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,7 +34,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from paymesh_runtime import telemetry
+from paymesh_runtime.callers import Callers
 from paymesh_runtime.grpc_errors import abort_with, status_code_of, status_for_exception
+from paymesh_runtime.identity import Caller, bind_caller, unbind_caller
 from paymesh_runtime.validation import Refused, checked
 
 UnaryCall = Callable[[Any, Any], Awaitable[Any]]
@@ -36,7 +44,9 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHand
 
 
 class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,type-arg]
-    """Span, metrics and the error mapping of every unary call, in one wrapper per method.
+    """Span, metrics, the caller and the error mapping of every unary call, in one wrapper per method.
+
+    `callers` resolves each call's end user (paymesh_runtime.callers).
 
     `reuse_handlers`: the wrapped handler of a method is kept and returned
     without asking the rest of the chain again. Right only when this is the
@@ -44,7 +54,8 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,ty
     table); `create_server` turns it off when a service adds interceptors.
     """
 
-    def __init__(self, *, reuse_handlers: bool = True, tracer: trace.Tracer | None = None) -> None:
+    def __init__(self, callers: Callers, *, reuse_handlers: bool = True, tracer: trace.Tracer | None = None) -> None:
+        self._callers = callers
         self._tracer = tracer or telemetry.tracer()
         self._reuse = reuse_handlers
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -70,15 +81,19 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,ty
 
     def _unary(self, call: UnaryCall, method: telemetry.MethodTelemetry) -> UnaryCall:
         tracer = self._tracer
+        callers = self._callers
 
         async def traced(request: Any, context: Any) -> Any:
-            span, token = telemetry.start_server_span(tracer, method, context.invocation_metadata(), context.peer())
+            metadata = context.invocation_metadata()
+            span, token = telemetry.start_server_span(tracer, method, metadata, context.peer())
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             unexpected: BaseException | None = None
+            caller: contextvars.Token[Caller] | None = None
             try:
                 if type(request) is Refused:
                     raise request.error
+                caller = bind_caller(await callers.resolve(metadata or ()))
                 response = await call(request, context)
                 code = context.code() or code  # a handler may set a code without raising
                 return response
@@ -95,6 +110,8 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,ty
                     unexpected = error
                 await abort_with(context, status)
             finally:
+                if caller is not None:
+                    unbind_caller(caller)
                 method.observe(code, time.perf_counter() - start)
                 telemetry.end_span(span, code, unexpected, server=True)
                 otel_context.detach(token)

@@ -258,7 +258,8 @@ ProducerFactory = Callable[[], AIOKafkaProducer]
 
 def partition_of(key: bytes, partitions: Sequence[int]) -> int:
     """The partition of a keyed record, as the Java client and aiokafka's send() choose it."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    index: int = (murmur2(key) & 0x7FFFFFFF) % len(partitions)
+    return partitions[index]
 
 
 async def _send_in_batches(producer: AIOKafkaProducer, rows: Sequence[Any]) -> list[asyncio.Future[Any]]:

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from paymesh_runtime import telemetry
+from paymesh_runtime.callers import Callers
 from paymesh_runtime.health import HealthReporter, Probe
 from paymesh_runtime.interceptors import MeshServerInterceptor
 from paymesh_runtime.settings import ServiceSettings
@@ -73,9 +74,12 @@ def create_server(
     servicers: Sequence[Servicer],
     probes: Mapping[str, Probe],
     interceptors: Sequence[Any] = (),
+    *,
+    callers: Callers,
 ) -> RunningServer:
+    """The server of `servicers`; `callers` says whose calls they are (paymesh_runtime.callers)."""
     server = grpc.aio.server(
-        interceptors=[MeshServerInterceptor(reuse_handlers=not interceptors), *interceptors],
+        interceptors=[MeshServerInterceptor(callers, reuse_handlers=not interceptors), *interceptors],
         options=[("grpc.so_reuseport", 0)],
     )
     for servicer in servicers:

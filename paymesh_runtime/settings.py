@@ -38,6 +38,23 @@ class ServiceSettings(BaseSettings):
         SecretStr(""),
         description="HMAC key of internal service-identity tokens, shared by the mesh.",
     )
+    auth_addr: str = Field(
+        "127.0.0.1:50051",
+        description="auth_svc gRPC target, whose GetJwks publishes the keys that verify access tokens.",
+    )
+    jwt_issuer: str = Field(
+        "paymesh-local",
+        description="The `iss` of access tokens: auth_svc issues it, Envoy and every service require it.",
+    )
+    jwt_audience: str = Field(
+        "paymesh", description="The `aud` of access tokens: auth_svc issues it, Envoy and every service require it."
+    )
+    jwks_refresh_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How old the cached JWKS may get before it is refetched (an unknown kid refetches at once, "
+        "at most once a second): a revoked key stops verifying within this time.",
+    )
     page_token_key: SecretStr = Field(
         SecretStr(""),
         description="HMAC key of page tokens (at least 32 characters), the same for every replica of the service;"

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymesh.wallet.v1 import wallet_pb2_grpc
 from paymesh_runtime import app
+from paymesh_runtime.callers import Callers, end_users
 from paymesh_runtime.db import create_engine, database_probe
 from paymesh_runtime.identity import ServiceTokens
 from paymesh_runtime.outbox import Outbox, outbox_relay
@@ -21,6 +22,8 @@ from wallet_svc.sweeper import HoldSweeper
 
 NAME = "wallet_svc"
 FULL_NAME = "paymesh.wallet.v1.WalletService"
+# Services whose x-paymesh-user-id counts here: payment_svc acts for the user it verified.
+DELEGATES = frozenset({"payment_svc"})
 
 
 def servicer(settings: WalletSettings, engine: AsyncEngine) -> Servicer:
@@ -30,6 +33,11 @@ def servicer(settings: WalletSettings, engine: AsyncEngine) -> Servicer:
     tokens = ServiceTokens(settings.service_token_secret.get_secret_value())
     service = WalletService(Ledger(engine, outbox, policy), tokens, PageTokens.from_settings(settings))
     return Servicer(FULL_NAME, service, wallet_pb2_grpc.add_WalletServiceServicer_to_server)
+
+
+def callers(settings: WalletSettings) -> Callers:
+    """Whose calls these are (tests serve the servicer with it too)."""
+    return end_users(settings, NAME, delegates=DELEGATES)
 
 
 async def build(settings: WalletSettings) -> app.ServiceApp:
@@ -43,6 +51,7 @@ async def build(settings: WalletSettings) -> app.ServiceApp:
     return app.ServiceApp(
         servicers=[servicer(settings, engine)],
         probes={"postgres": database_probe(engine)},
+        callers=callers(settings),
         background=[relay.run, sweeper.run],
         cleanup=[engine.dispose],
     )

@@ -38,11 +38,6 @@ class Customer:
     def bearer(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token}"}
 
-    @property
-    def claims(self) -> dict[str, str]:
-        """What Envoy forwards to a service once it has verified the token."""
-        return {"x-paymesh-user-id": self.user_id, "x-paymesh-role": self.account_type}
-
 
 def call(edge: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
     for _ in range(_RETRIES):

@@ -132,7 +132,8 @@ class Runner:
         if scenario == "grpc-edge":
             target, metadata = f"{HOST}:{self.ports.envoy}", [p.bearer for p in pop.payers]
         else:
-            target, metadata = f"{HOST}:{self.ports.payment}", [p.claims for p in pop.payers]
+            # Straight to the service, with the same bearer token: it verifies the token itself.
+            target, metadata = f"{HOST}:{self.ports.payment}", [p.bearer for p in pop.payers]
         return loadgen.ghz(target, messages, metadata, concurrency, self.options.connections, self.options.duration)
 
     # --- steps ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from paymesh_runtime import telemetry
+from paymesh_runtime.callers import Callers
 from paymesh_runtime.channels import internal_channel
 from paymesh_runtime.identity import ServiceTokens
 from paymesh_runtime.server import create_server
@@ -47,7 +48,7 @@ async def _serve(variant: str, otlp: str, profile: str) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
         port = server.add_insecure_port("127.0.0.1:0")
     else:
-        running = create_server(settings, [], {})
+        running = create_server(settings, [], {}, callers=Callers.nobody())
         await running.health.check_once()
         server, port = running.server, running.port
     await server.start()

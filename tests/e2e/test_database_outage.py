@@ -24,7 +24,7 @@ from paymesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from paymesh.common.v1 import money_pb2
 from paymesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from paymesh_runtime.identity import ROLE_HEADER, USER_ID_HEADER
+from paymesh_runtime.identity import AUTHORIZATION_HEADER
 from tests.e2e.test_authorization import PASSWORD, Edge, Person
 from tests.helpers import poll_until
 
@@ -54,7 +54,7 @@ def _grpc_reason(call: GrpcCall) -> tuple[grpc.StatusCode, str]:
 
 
 class Direct:
-    """gRPC stubs straight to each service, with the identity headers Envoy would forward."""
+    """gRPC stubs straight to each service, with the person's bearer token as any client sends it."""
 
     def __init__(self, stack: Stack) -> None:
         self._channels = {
@@ -65,9 +65,8 @@ class Direct:
         self.payment = payment_pb2_grpc.PaymentServiceStub(self._channels["payment"])  # type: ignore[no-untyped-call]
 
     @staticmethod
-    def headers(who: Person, role: str = "CUSTOMER", key: str | None = None) -> tuple[tuple[str, str], ...]:
-        found = ((USER_ID_HEADER, who.user_id), (ROLE_HEADER, role))
-        return (*found, ("idempotency-key", key or uuid.uuid4().hex))
+    def headers(who: Person, key: str | None = None) -> tuple[tuple[str, str], ...]:
+        return ((AUTHORIZATION_HEADER, f"Bearer {who.token}"), ("idempotency-key", key or uuid.uuid4().hex))
 
     def close(self) -> None:
         for channel in self._channels.values():
@@ -126,7 +125,7 @@ def test_while_postgresql_is_down_every_create_is_503_dependency_unavailable_and
         ),
         "CreateRefund": lambda: direct.payment.CreateRefund(
             payment_pb2.CreateRefundRequest(payment_id=sold["payment_id"], amount=usd),
-            metadata=direct.headers(shop, "MERCHANT"),
+            metadata=direct.headers(shop),
             timeout=20,
         ),
         "CreatePayout": lambda: direct.payment.CreatePayout(

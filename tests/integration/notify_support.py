@@ -44,9 +44,9 @@ from paymesh.events.v1 import events_pb2
 from paymesh.notify.v1 import notify_pb2, notify_pb2_grpc
 from paymesh.payment.v1 import payment_pb2
 from paymesh_runtime import migrations
-from paymesh_runtime.identity import ROLE_HEADER, USER_ID_HEADER
 from paymesh_runtime.kafka import TOPIC_NOTIFICATIONS_DLQ, TOPIC_PAYMENTS
 from paymesh_runtime.server import create_server
+from tests import identity
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "notify_svc" / "migrations"
 Metadata = tuple[tuple[str, str], ...]
@@ -79,8 +79,12 @@ async def _ensure_harness_database(stack: Stack) -> None:
 
 
 def settings_for(stack: Stack, **overrides: object) -> NotifySettings:
+    """The harness's settings; callers present tokens of the stack's test key (published here), which the
+    harness verifies against the stack's auth_svc."""
+    identity.publish_test_key(stack)
     values: dict[str, object] = {
         "grpc_port": 0,
+        **identity.service_settings(stack),
         "database_url": harness_database_url(stack),
         "kafka_bootstrap_servers": stack.kafka_bootstrap,
         # Each harness its own group: it reads the topics from the start.
@@ -114,7 +118,13 @@ class RunningNotify:
 @asynccontextmanager
 async def running_notify(settings: NotifySettings) -> AsyncIterator[RunningNotify]:
     service_app = await build(settings)
-    running = create_server(settings, service_app.servicers, service_app.probes, list(service_app.interceptors))
+    running = create_server(
+        settings,
+        service_app.servicers,
+        service_app.probes,
+        list(service_app.interceptors),
+        callers=service_app.callers,
+    )
     await running.server.start()
     tasks = [asyncio.create_task(job()) for job in service_app.background]
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
@@ -128,12 +138,13 @@ async def running_notify(settings: NotifySettings) -> AsyncIterator[RunningNotif
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await running.server.stop(None)
-        for step in service_app.cleanup:
+        for step in [*service_app.cleanup, service_app.callers.close]:
             await step()
 
 
 def as_user(user_id: str, role: str = "CUSTOMER") -> Metadata:
-    return ((USER_ID_HEADER, user_id), (ROLE_HEADER, role))
+    """An end user's credentials: a bearer access token (tests.identity)."""
+    return identity.bearer(user_id, role)
 
 
 def new_user() -> str:

@@ -4,7 +4,8 @@ The tests start PostgreSQL, Kafka, wallet_svc and the processor simulator
 through the session stack, and run payment_svc themselves (on the stack's
 payment port, so Envoy and the simulator's webhooks reach it) with the
 settings a test needs: short leases, a crash point, a processor URL that goes
-nowhere. Callers talk gRPC directly, with the identity headers Envoy would set.
+nowhere. Callers talk gRPC directly, with a bearer access token as any client
+(tests.identity).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from paymesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from paymesh_runtime.channels import internal_channel
 from paymesh_runtime.identity import ServiceTokens
+from tests import identity
 
 FINAL = {payment_pb2.Payment.SUCCEEDED, payment_pb2.Payment.FAILED, payment_pb2.Payment.CANCELED}
 # Fast recovery for tests: a crashed replica's lease lapses within seconds.
@@ -49,8 +51,10 @@ TEST_ENV = {
 
 
 def start_dependencies(stack: Stack) -> None:
-    """PostgreSQL, Redis, Kafka, the processor simulator and wallet_svc; the stack's own payment_svc stopped."""
+    """PostgreSQL, Redis, Kafka, the processor simulator, auth_svc (its key set verifies the tests' tokens, whose
+    key it publishes) and wallet_svc; the stack's own payment_svc stopped."""
     stack.up(["infra", "processor"])
+    identity.publish_test_key(stack)
     if not grpc_serving(f"127.0.0.1:{stack.ports.wallet}"):
         stack.up(["wallet"])
     stack.stop_component("payment")
@@ -79,7 +83,8 @@ def processor_faults(stack: Stack, **faults: float) -> Iterator[None]:
 
 
 def user(user_id: str, role: str = "CUSTOMER", key: str | None = None) -> list[tuple[str, str]]:
-    metadata = [("x-paymesh-user-id", user_id), ("x-paymesh-role", role)]
+    """An end user's credentials (a bearer access token), with an Idempotency-Key if `key` is given."""
+    metadata = list(identity.bearer(user_id, role))
     if key is not None:
         metadata.append(("idempotency-key", key))
     return metadata

@@ -48,7 +48,8 @@ pytestmark = [
 ]
 
 KID = "edge-test-key"
-IDENTITY_HEADERS = ("x-paymesh-user-id", "x-paymesh-role", "x-paymesh-service-token")
+# What a service learns of its caller; services verify the forwarded authorization themselves.
+IDENTITY_HEADERS = ("authorization", "x-paymesh-user-id", "x-paymesh-role", "x-paymesh-service-token")
 
 
 # --- stand-in backend -------------------------------------------------------------
@@ -229,11 +230,17 @@ def test_missing_token_is_a_json_401(edge: Edge) -> None:
 
 
 def test_valid_token_reaches_the_service_with_the_verified_identity_only(edge: Edge) -> None:
-    headers = {"authorization": f"Bearer {edge.token()}", "x-paymesh-user-id": "admin-1"}
+    token = edge.token()
+    headers = {"authorization": f"Bearer {token}", "x-paymesh-user-id": "admin-1"}
     reply = httpx.get(f"{edge.url}/v1/users/me", headers=headers)
     assert reply.status_code == 200, reply.text
     identity = json.loads(reply.json()["display_name"])
-    assert identity == {"x-paymesh-user-id": "user-42", "x-paymesh-role": "CUSTOMER"}
+    # The token itself is forwarded untouched (jwt_authn `forward: true`): services verify it again.
+    assert identity == {
+        "authorization": f"Bearer {token}",
+        "x-paymesh-user-id": "user-42",
+        "x-paymesh-role": "CUSTOMER",
+    }
 
 
 def test_a_spoofed_role_does_not_survive_a_token_without_a_role_claim(edge: Edge) -> None:

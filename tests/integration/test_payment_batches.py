@@ -27,6 +27,7 @@ from tests.integration.payment_support import (
     error_reason,
     ledger_invariants,
     start_dependencies,
+    user,
 )
 
 pytestmark = pytest.mark.integration
@@ -67,7 +68,7 @@ async def pay_all(mesh: Mesh, payments: list[tuple[str, str, str, int]]) -> list
 
 
 async def payments_of(mesh: Mesh, payer: str) -> list[P]:
-    as_payer = [("x-paymesh-user-id", payer), ("x-paymesh-role", "CUSTOMER")]
+    as_payer = user(payer)
     listed = await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(), metadata=as_payer)
     return list(listed.payments)
 
@@ -149,7 +150,7 @@ async def test_a_batch_killed_midway_finishes_every_payment_once_after_restart(
         for payer, _ in payers:
             listed = await mesh.payments.ListPayments(
                 payment_pb2.ListPaymentsRequest(),
-                metadata=[("x-paymesh-user-id", payer), ("x-paymesh-role", "CUSTOMER")],
+                metadata=user(payer),
             )
             assert len(listed.payments) <= 1
             finished += [await mesh.wait_final(p.payment_id, payer) for p in listed.payments]

@@ -26,7 +26,7 @@ import pytest
 
 from devstack.stack import Stack
 from paymesh.payment.v1 import payment_pb2
-from tests.integration.payment_support import Mesh, PaymentProcess, ledger_invariants, start_dependencies
+from tests.integration.payment_support import Mesh, PaymentProcess, ledger_invariants, start_dependencies, user
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +77,7 @@ async def test_a_payment_killed_after_a_step_is_finished_after_restart(
     restarted = PaymentProcess(infra)
     restarted.start()
     try:
-        listed = await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(), metadata=[
-            ("x-paymesh-user-id", alice), ("x-paymesh-role", "CUSTOMER")
-        ])  # fmt: skip
+        listed = await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(), metadata=user(alice))
         assert len(listed.payments) == 1
         payment = await mesh.wait_final(listed.payments[0].payment_id, alice)
         assert payment.state == payment_pb2.Payment.SUCCEEDED
@@ -95,7 +93,7 @@ async def test_a_payment_killed_after_a_step_is_finished_after_restart(
                 amount=payment.amount,
                 capture_method=payment_pb2.AUTOMATIC,
             ),
-            metadata=[("x-paymesh-user-id", alice), ("x-paymesh-role", "CUSTOMER"), ("idempotency-key", key)],
+            metadata=user(alice, key=key),
         )
         replay = await call
         assert replay.payment_id == payment.payment_id
@@ -112,7 +110,7 @@ async def test_a_manual_wallet_payment_killed_after_a_step_is_finished_after_res
 ) -> None:
     alice, bob = f"alice-{uuid.uuid4().hex[:8]}", f"bob-{uuid.uuid4().hex[:8]}"
     a, b = await mesh.wallet(alice, 1000), await mesh.wallet(bob)
-    as_alice = [("x-paymesh-user-id", alice), ("x-paymesh-role", "CUSTOMER")]
+    as_alice = user(alice)
     crashing = PaymentProcess(infra, {"PAYMENT_CRASH_AFTER_STEP": step})
     crashing.start()
     try:
@@ -175,7 +173,7 @@ async def test_a_restarted_replica_resumes_its_predecessors_payments_without_wai
     restarted = PaymentProcess(infra, long_lease)
     restarted.start()
     try:
-        as_alice = [("x-paymesh-user-id", alice), ("x-paymesh-role", "CUSTOMER")]
+        as_alice = user(alice)
         [pending] = (await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(), metadata=as_alice)).payments
         payment = await mesh.wait_final(pending.payment_id, alice, within=60)
         assert payment.state == payment_pb2.Payment.SUCCEEDED

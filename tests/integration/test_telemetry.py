@@ -31,6 +31,7 @@ SERVICE_PROCESS = textwrap.dedent(
     import asyncio, sys
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from paymesh_runtime import telemetry
+    from paymesh_runtime.callers import Callers
     from paymesh_runtime.channels import internal_channel
     from paymesh_runtime.identity import ServiceTokens
     from paymesh_runtime.server import create_server
@@ -41,7 +42,7 @@ SERVICE_PROCESS = textwrap.dedent(
             grpc_port=0, otlp_endpoint=sys.argv[1], database_url="postgresql+asyncpg://unused@127.0.0.1/unused"
         )
         provider = telemetry.configure_tracing("telemetry_probe_svc", settings)
-        running = create_server(settings, [], {})
+        running = create_server(settings, [], {}, callers=Callers.nobody())
         await running.server.start()
         await running.health.check_once()
         tokens = ServiceTokens("t" * 48)

@@ -2,9 +2,10 @@
 
 `running_wallet(stack)` migrates the wallet database, serves WalletService
 through paymesh_runtime.server.create_server (the production interceptors,
-error mapper included) and gives the test a public stub (end-user headers
-per call), an internal stub carrying payment_svc's service token, and the
-engine for checking the database itself.
+error mapper and caller resolution included) and gives the test a public
+stub (an end user's bearer token per call, tests.identity), an internal stub
+carrying payment_svc's service token, and the engine for checking the
+database itself.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from paymesh_runtime import migrations
 from paymesh_runtime.channels import internal_channel
 from paymesh_runtime.db import create_engine, database_probe
-from paymesh_runtime.identity import ROLE_HEADER, USER_ID_HEADER, ServiceTokens
+from paymesh_runtime.identity import ServiceTokens
 from paymesh_runtime.server import create_server
-from wallet_svc.server import servicer
+from tests import identity
+from wallet_svc.server import callers, servicer
 from wallet_svc.settings import WalletSettings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "wallet_svc" / "migrations"
@@ -41,7 +43,7 @@ def settings_for(stack: Stack, **overrides: object) -> WalletSettings:
     values: dict[str, object] = {
         "grpc_port": 0,
         "database_url": stack.database_url("wallet"),
-        "service_token_secret": stack.secrets.service_token_secret,
+        **identity.service_settings(stack),
         "database_pool_size": 40,
         **overrides,
     }
@@ -53,8 +55,8 @@ async def migrate(stack: Stack) -> None:
 
 
 def as_user(user_id: str, role: str = "CUSTOMER", key: str | None = None) -> Metadata:
-    """End-user headers as Envoy forwards them, with an Idempotency-Key if `key` is given."""
-    headers = ((USER_ID_HEADER, user_id), (ROLE_HEADER, role))
+    """An end user's credentials (a bearer access token), with an Idempotency-Key if `key` is given."""
+    headers = identity.bearer(user_id, role)
     return headers if key is None else (*headers, ("idempotency-key", key))
 
 
@@ -140,10 +142,12 @@ class Wallets:
 
 @asynccontextmanager
 async def running_wallet(stack: Stack, **overrides: object) -> AsyncIterator[Wallets]:
+    identity.publish_test_key(stack)
     await migrate(stack)
     settings = settings_for(stack, **overrides)
     engine = create_engine(settings)
-    running = create_server(settings, [servicer(settings, engine)], {"postgres": database_probe(engine)})
+    who = callers(settings)
+    running = create_server(settings, [servicer(settings, engine)], {"postgres": database_probe(engine)}, callers=who)
     await running.server.start()
     address = f"127.0.0.1:{running.port}"
     tokens = ServiceTokens(settings.service_token_secret.get_secret_value())
@@ -161,4 +165,5 @@ async def running_wallet(stack: Stack, **overrides: object) -> AsyncIterator[Wal
         await public_channel.close()
         await payment_channel.close()
         await running.server.stop(None)
+        await who.close()
         await engine.dispose()

@@ -116,7 +116,7 @@ def test_a_default_deny_network_policy_covers_every_pod_of_the_release(case: kv.
             assert selector <= doc["spec"]["template"]["metadata"]["labels"].items(), doc["metadata"]["name"]
 
 
-def test_payment_may_call_wallet_and_wallet_accepts_it() -> None:
+def test_the_network_policies_admit_exactly_the_calls_the_services_make() -> None:
     policies = {p["metadata"]["name"]: p["spec"] for p in _of_kind(_docs(_case("default")), "NetworkPolicy")}
     egress_to = {
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
@@ -124,7 +124,7 @@ def test_payment_may_call_wallet_and_wallet_accepts_it() -> None:
         for peer in rule.get("to", [])
         if "podSelector" in peer
     }
-    assert egress_to == {"wallet"}
+    assert egress_to == {"wallet", "auth"}
     callers_of = {
         callee: {
             peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
@@ -134,7 +134,8 @@ def test_payment_may_call_wallet_and_wallet_accepts_it() -> None:
         }
         for callee in ("wallet", "auth")
     }
-    assert callers_of == {"wallet": {"envoy", "payment"}, "auth": {"envoy"}}
+    # The services fetch auth_svc's JWKS to verify end users' tokens themselves (docs/auth.md).
+    assert callers_of == {"wallet": {"envoy", "payment"}, "auth": {"envoy", "wallet", "payment", "notify"}}
 
 
 def test_no_secret_is_rendered_unless_the_chart_is_asked_to_create_it() -> None:

@@ -1,4 +1,4 @@
-"""Service-identity tokens and the caller read from verified-claim headers."""
+"""Service-identity tokens, and the end user a handler reads: the one the server interceptor bound, never a header."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import pytest
 from paymesh_runtime.errors import PermissionDenied, Unauthenticated
 from paymesh_runtime.identity import (
     SERVICE_TOKEN_HEADER,
+    Caller,
     Role,
     ServiceTokenClientInterceptor,
     ServiceTokens,
+    User,
+    bind_caller,
     optional_user,
     require_admin,
     require_user,
+    unbind_caller,
 )
 
 SECRET = "s" * 48
@@ -68,17 +72,35 @@ def test_short_secret_is_refused() -> None:
         ServiceTokens("short")
 
 
-def test_user_comes_from_claim_headers() -> None:
-    context = FakeContext(("x-paymesh-user-id", "u1"), ("x-paymesh-role", "MERCHANT"))
-    user = require_user(context)  # type: ignore[arg-type]
-    assert (user.user_id, user.role) == ("u1", Role.MERCHANT)
-    assert user.may_see("u2", "u1")
-    assert not user.may_see("u2")
-    with pytest.raises(PermissionDenied):
-        require_admin(context)  # type: ignore[arg-type]
-    assert optional_user(FakeContext()) is None  # type: ignore[arg-type]
+def test_the_user_is_the_one_bound_to_the_call_and_never_a_header() -> None:
+    claims = FakeContext(("x-paymesh-user-id", "u1"), ("x-paymesh-role", "ADMIN"))
+    assert optional_user(claims) is None  # type: ignore[arg-type]
     with pytest.raises(Unauthenticated):
-        require_user(FakeContext(("x-paymesh-user-id", "u1"), ("x-paymesh-role", "ROOT")))  # type: ignore[arg-type]
+        require_user(claims)  # type: ignore[arg-type]
+
+    bound = bind_caller(Caller(User("u1", Role.MERCHANT)))
+    try:
+        user = require_user(claims)  # type: ignore[arg-type]
+        assert (user.user_id, user.role) == ("u1", Role.MERCHANT)
+        assert user.may_see("u2", "u1")
+        assert not user.may_see("u2")
+        with pytest.raises(PermissionDenied):
+            require_admin(claims)  # type: ignore[arg-type]
+    finally:
+        unbind_caller(bound)
+    assert optional_user(claims) is None  # type: ignore[arg-type]
+
+
+def test_a_refused_credential_is_the_answer_of_require_user() -> None:
+    refusal = Unauthenticated("UNAUTHENTICATED", "the access token has expired")
+    bound = bind_caller(Caller(None, refusal))
+    try:
+        assert optional_user(FakeContext()) is None  # type: ignore[arg-type]
+        with pytest.raises(Unauthenticated) as raised:
+            require_user(FakeContext())  # type: ignore[arg-type]
+        assert raised.value is refusal
+    finally:
+        unbind_caller(bound)
 
 
 async def test_client_interceptor_attaches_a_verifiable_token() -> None:

@@ -29,6 +29,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy.exc import DBAPIError
 
 from paymesh_runtime import failures, telemetry
+from paymesh_runtime.callers import Callers
 from paymesh_runtime.channels import MeshClientInterceptor
 from paymesh_runtime.errors import FailedPrecondition
 from paymesh_runtime.identity import SERVICE_TOKEN_HEADER, ServiceTokens
@@ -108,7 +109,7 @@ async def _mesh(sampler: Sampler) -> AsyncIterator[Mesh]:
         )
         for name, fn in (("Ok", ok), ("Refused", refused), ("Broken", broken))
     }
-    server = grpc.aio.server(interceptors=[MeshServerInterceptor(tracer=tracer)])
+    server = grpc.aio.server(interceptors=[MeshServerInterceptor(Callers.nobody(), tracer=tracer)])
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Probe", handlers)])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
