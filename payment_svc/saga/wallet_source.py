@@ -8,6 +8,8 @@ MANUAL: hold the funds, capture the hold into the destination later, or release 
 
 from __future__ import annotations
 
+import logging
+
 from payment_svc.lifecycle import CaptureMethod, PaymentState
 from payment_svc.saga.payments import PaymentLog, PaymentRecord
 from payment_svc.saga.steps import Interrupted, Steps, dependency_unavailable
@@ -15,6 +17,8 @@ from payment_svc.store import AnyRow
 from payment_svc.wallet_client import Posting, WalletClient, WalletRefused, WalletUnavailable, wallet_account
 from paymesh_runtime.errors import PaymeshError
 from paymesh_runtime.money import Money
+
+log = logging.getLogger(__name__)
 
 
 class WalletSource:
@@ -86,8 +90,11 @@ class WalletSource:
         return await self._log.succeeded(record, None, transaction_id, amount)
 
     async def settle(self, record: PaymentRecord) -> PaymentRecord:
-        """Captures the hold into the destination wallet (the rest of the hold is released)."""
+        """Captures the hold into the destination wallet (the rest of the hold is released); for a
+        transfer, whose step moved the money already, records the success."""
         p = record.row
+        if p.capture_method == CaptureMethod.AUTOMATIC and p.hold_id is None:
+            return await self._transferred(record)
         amount = Money(p.currency, p.capture_requested)
         destination = wallet_account(p.destination_wallet_id)
 
@@ -106,6 +113,17 @@ class WalletSource:
         except WalletUnavailable:
             raise Interrupted(dependency_unavailable("wallet_svc")) from None
         return await self._log.succeeded(record, "capture", transaction_id, amount)
+
+    async def _transferred(self, record: PaymentRecord) -> PaymentRecord:
+        """A transfer is PROCESSING only once its step is DONE (the money moved): the process stopped
+        before the commit of SUCCEEDED, which is all that is left to do. Never a capture: there is no hold."""
+        p = record.row
+        transfer = (await self._steps.of(p.payment_id)).get("transfer")
+        if transfer is None or transfer.status != "DONE":
+            # Not a state this code writes: keep the payment for an operator rather than guess.
+            log.error("payment %s is PROCESSING without a hold or a posted transfer", p.payment_id)
+            raise Interrupted(dependency_unavailable("wallet_svc"))
+        return await self._log.succeeded(record, None, transfer.result_ref, Money(p.currency, p.amount))
 
     async def cancel(self, record: PaymentRecord) -> PaymentRecord:
         """Releases the hold, if there is one."""

@@ -182,3 +182,40 @@ async def test_a_restarted_replica_resumes_its_predecessors_payments_without_wai
         assert await mesh.balance(a, alice) == (700, 0)
     finally:
         restarted.stop()
+
+
+async def test_a_transfer_resumed_by_the_saga_and_killed_between_its_commits_still_succeeds(
+    mesh: Mesh, infra: Stack
+) -> None:
+    # The chaos harness's seed 5: the batch dies once its payment exists; the recovery worker posts the
+    # transfer and dies after committing PROCESSING; the next one must record SUCCEEDED, not capture a
+    # hold that never existed (which failed the payment after its money had moved).
+    alice, bob = f"alice-{uuid.uuid4().hex[:8]}", f"bob-{uuid.uuid4().hex[:8]}"
+    a, b = await mesh.wallet(alice, 1000), await mesh.wallet(bob)
+    for point in ("batch:opened", "transfer"):
+        crashing = PaymentProcess(infra, {"PAYMENT_CRASH_AFTER_STEP": point})
+        crashing.start()
+        try:
+            if point == "batch:opened":
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await mesh.pay(alice, f"k-{uuid.uuid4().hex[:8]}", source_wallet=a, destination=b, amount=250)
+            assert crashing.wait_exit(timeout=60) == -signal.SIGKILL
+        finally:
+            crashing.stop()
+    restarted = PaymentProcess(infra)
+    restarted.start()
+    try:
+        as_alice = user(alice)
+        [pending] = (await mesh.payments.ListPayments(payment_pb2.ListPaymentsRequest(), metadata=as_alice)).payments
+        payment = await mesh.wait_final(pending.payment_id, alice)
+        assert payment.state == payment_pb2.Payment.SUCCEEDED, payment
+        assert [(t.from_state, t.to_state) for t in payment.transitions] == [
+            ("", "PENDING"),
+            ("PENDING", "PROCESSING"),
+            ("PROCESSING", "SUCCEEDED"),
+        ]
+        assert await mesh.balance(a, alice) == (750, 0)
+        assert await mesh.balance(b, bob) == (250, 0)
+        await ledger_invariants(infra, [payment.payment_id])
+    finally:
+        restarted.stop()
