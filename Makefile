@@ -7,7 +7,7 @@ PY ?= $(CURDIR)/.venv/bin/python
 PROFILE ?= local
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help deps gen gen-check lint buf-lint buf-breaking up down status logs test test-unit test-fast k8s-validate bench clean
+.PHONY: help deps gen gen-check lint buf-lint buf-breaking up down status logs test test-unit test-fast k8s-validate bench chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench: ## the money path under bounded load vs pgbench's ceiling, then the ledge
 	@PAYMESH_BENCH_TOOLS=1 bash devstack/bootstrap.sh
 	@$(PY) -m devstack up --profile local
 	@$(PY) -m devstack.bench $(BENCH_ARGS)
+
+chaos: deps ## seeded faults vs money safety on its own stack, exit 1 on a violation (SEED=1, CHAOS_ARGS=--help); docs/reliability.md
+	@$(PY) -m devstack.chaos --seed $(or $(SEED),1) $(CHAOS_ARGS)
 
 clean: down ## remove run state (keeps installed tools)
 	@rm -rf .run
