@@ -7,7 +7,7 @@ PY ?= $(CURDIR)/.venv/bin/python
 PROFILE ?= local
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help deps gen gen-check lint buf-lint buf-breaking up down status logs test test-unit test-fast k8s-validate bench chaos clean
+.PHONY: help deps gen gen-check lint buf-lint buf-breaking up down status logs test test-unit test-fast k8s-validate bench chaos lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,10 +22,10 @@ gen: deps ## regenerate gen/ (Python stubs, .pyi, descriptor set) from protos/
 	@$(PY) -m devstack.apidoc > docs/api.md
 
 gen-check: gen ## fail if gen/ or the chart's generated files differ from what is committed
-	@git diff --exit-code --stat -- gen charts/paymesh/files docs/api.md \
+	@git diff --exit-code --stat -- gen charts/paymesh/files docs/api.md docs/openapi.json clients/python/src/paymesh_client/proto \
 	  || { echo "gen/ is stale: run 'make gen' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- gen charts/paymesh/files)" \
-	  || { git status --porcelain -- gen charts/paymesh/files; echo "untracked generated files: run 'make gen' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen charts/paymesh/files docs/openapi.json clients/python/src/paymesh_client/proto)" \
+	  || { git status --porcelain -- gen charts/paymesh/files docs/openapi.json clients/python/src/paymesh_client/proto; echo "untracked generated files: run 'make gen' and commit"; exit 1; }
 
 buf-lint: deps ## buf lint (STANDARD) and buf format
 	@bash devstack/buf.sh lint
@@ -67,6 +67,9 @@ bench: ## the money path under bounded load vs pgbench's ceiling, then the ledge
 
 chaos: deps ## seeded faults vs money safety on its own stack, exit 1 on a violation (SEED=1, CHAOS_ARGS=--help); docs/reliability.md
 	@$(PY) -m devstack.chaos --seed $(or $(SEED),1) $(CHAOS_ARGS)
+
+lock: deps ## pin every Python dependency with hashes into requirements/*.txt (UPGRADE=1 for newest)
+	bash devstack/lock.sh
 
 clean: down ## remove run state (keeps installed tools)
 	@rm -rf .run

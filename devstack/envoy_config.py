@@ -35,6 +35,7 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from devstack.ports import HOST, LOCAL, SERVICES, Ports, parse_replicas, test_ports
+from devstack.tracing import edge_sampling_percent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = REPO_ROOT / "envoy"
@@ -204,6 +205,25 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class EdgeTracing:
+    """Envoy's OpenTelemetry tracer: the share of new traces sampled and the OTLP/gRPC collector.
+
+    `condition`: a Helm expression the tracing blocks are rendered under
+    (`{{- if ... }}`), for a chart that traces only when given a collector.
+    """
+
+    sampling_percent: str
+    collector_host: str
+    collector_port: str
+    cluster_type: str
+    condition: str = ""
+
+
+# The name of the edge's spans in the trace backend (the services use their module names).
+EDGE_SERVICE_NAME = "envoy"
+
+
+@dataclass(frozen=True)
 class EdgeSettings:
     """Every value the template needs, already formatted as YAML scalars."""
 
@@ -226,6 +246,9 @@ class EdgeSettings:
     health_check: HealthCheck
     ratelimit_probe: RateLimit | None = None
     rate_limits_enforced: bool = True
+    tracing: EdgeTracing | None = None
+    # A listener serving only GET /stats/prometheus (Helm: Prometheus cannot reach the loopback admin port).
+    stats_port: str = ""
 
 
 def _yaml_str(value: str) -> str:
@@ -272,6 +295,13 @@ def settings_for(
         health_check=TEST_HEALTH_CHECK if is_test else PRODUCTION_HEALTH_CHECK,
         ratelimit_probe=TEST_PROBE_LIMIT if is_test else None,
         rate_limits_enforced=rate_limits == "enforce",
+        # The stack's Jaeger (devstack.jaeger), sampling like the services (devstack.tracing).
+        tracing=EdgeTracing(
+            sampling_percent=str(edge_sampling_percent()),
+            collector_host=HOST,
+            collector_port=str(ports.otlp_grpc),
+            cluster_type="STATIC",
+        ),
     )
 
 
@@ -305,6 +335,15 @@ def helm_settings() -> EdgeSettings:
         limits=PRODUCTION_LIMITS,
         jwks_cache_seconds=JWKS_CACHE_SECONDS["helm"],
         health_check=PRODUCTION_HEALTH_CHECK,
+        # Optional: traced only when the chart names a collector; the services' sampling ratio, in percent.
+        tracing=EdgeTracing(
+            sampling_percent="{{ mulf (float64 .Values.telemetry.samplingRatio) 100 }}",
+            collector_host="{{ .Values.telemetry.envoy.collectorHost | quote }}",
+            collector_port="{{ .Values.telemetry.envoy.collectorPort }}",
+            cluster_type="STRICT_DNS",
+            condition=".Values.telemetry.envoy.collectorHost",
+        ),
+        stats_port="{{ .Values.envoy.statsPort }}",
     )
 
 
@@ -502,8 +541,42 @@ def _local_reply_mappers() -> str:
     return "\n".join(lines)
 
 
+def _under(condition: str, block: str) -> str:
+    """`block`, inside a Helm `if` on `condition` when there is one."""
+    if not condition:
+        return block
+    return f"{{{{- if {condition} }}}}\n{block}\n{{{{- end }}}}"
+
+
+def _tracing(settings: EdgeSettings) -> tuple[str, str]:
+    """The connection manager's tracing block and the collector's cluster ("" and "" without tracing)."""
+    tracing = settings.tracing
+    if tracing is None:
+        return "", ""
+    block = _load_template("tracing.yaml.tmpl").substitute(
+        sampling_percent=tracing.sampling_percent, service_name=_yaml_str(EDGE_SERVICE_NAME)
+    )
+    cluster = _load_template("otlp_cluster.yaml.tmpl").substitute(
+        cluster_type=tracing.cluster_type, host=tracing.collector_host, port=tracing.collector_port
+    )
+    return (_under(tracing.condition, block.rstrip("\n")), _under(tracing.condition, cluster.rstrip("\n")))
+
+
+def _stats(settings: EdgeSettings) -> tuple[str, str]:
+    """The stats listener and the admin cluster it forwards to ("" and "" without it)."""
+    if not settings.stats_port:
+        return "", ""
+    listener = _load_template("stats.yaml.tmpl").substitute(
+        listener_address=settings.listener_address, stats_port=settings.stats_port
+    )
+    cluster = _load_template("admin_cluster.yaml.tmpl").substitute(admin_port=settings.admin_port)
+    return listener.rstrip("\n"), cluster.rstrip("\n")
+
+
 def render_settings(settings: EdgeSettings) -> str:
     """The complete Envoy bootstrap YAML for ``settings``."""
+    tracing, otlp_cluster = _tracing(settings)
+    stats_listener, admin_cluster = _stats(settings)
     return _load_template("envoy.yaml.tmpl").substitute(
         admin_address=settings.admin_address,
         admin_port=settings.admin_port,
@@ -526,6 +599,9 @@ def render_settings(settings: EdgeSettings) -> str:
         internal_method_routes="\n".join(_blocked_routes(internal_grpc_paths())),
         service_routes=_service_routes(settings),
         service_clusters=_service_clusters(settings),
+        tracing=tracing,
+        stats_listener=stats_listener,
+        extra_clusters="\n".join(block for block in (otlp_cluster, admin_cluster) if block),
     )
 
 

@@ -9,7 +9,7 @@
    ``.tools/k8s-schemas/v1.31.0-standalone-strict/<kind>-<group>-<version>.json``,
    the names kubeconform's ``-schema-location`` template expects.
 2. CRD schemas: ArgoCD's Application/ApplicationSet/AppProject and the
-   Prometheus Operator's ServiceMonitor, from their Go modules
+   Prometheus Operator's ServiceMonitor and PrometheusRule, from their Go modules
    (``go mod download``, cached in ~/go), converted from openAPIV3Schema to
    strict JSON schemas in ``.tools/k8s-schemas/crds/``.
 3. ``helm lint --strict`` and ``helm template`` of charts/paymesh with its
@@ -69,6 +69,7 @@ CRD_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "github.com/prometheus-operator/prometheus-operator@v0.85.0": (
         "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+        "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
     ),
 }
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
@@ -111,6 +112,10 @@ def cases() -> list[Case]:
     everything_on = (
         "secrets.create=true",
         "serviceMonitor.enabled=true",
+        "prometheusRule.enabled=true",
+        "grafanaDashboards.enabled=true",
+        "telemetry.otlpEndpoint=http://otel-collector.observability.svc.cluster.local:4317",
+        "telemetry.envoy.collectorHost=otel-collector.observability.svc.cluster.local",
         "components.default.hpa.enabled=true",
         "components.default.podDisruptionBudget.enabled=true",
         "envoy.hpa.enabled=true",
@@ -253,9 +258,9 @@ def _go_module_dir(module: str) -> Path:
 
 
 def crd_schemas() -> Path:
-    """Strict schemas of the CRDs the manifests use (cached per module version)."""
+    """Strict schemas of the CRDs the manifests use (cached per module version and CRD file)."""
     stamp = CRD_SCHEMAS / ".complete"
-    wanted = "\n".join(sorted(CRD_MODULES)) + "\n"
+    wanted = "\n".join(f"{module} {' '.join(files)}" for module, files in sorted(CRD_MODULES.items())) + "\n"
     if stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
         return CRD_SCHEMAS
     _, defs = _k8s_definitions()

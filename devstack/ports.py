@@ -19,8 +19,9 @@ test 2     base + 152   base + 1152      base + 153      base + 1153
 =========  ===========  ===============  ==============  ==================
 
 Up to MAX_REPLICAS, every port stays clear of the profile's other ports
-(base + 25 ... base + 1054) and below base + 2000, so test stacks whose
-bases are 2000 apart never share a port.
+(base + 25 ... base + 1054; Jaeger's base + 317, 318, 685 and 686,
+Prometheus's base + 990) and below base + 2000, so test stacks whose bases
+are 2000 apart never share a port.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ class Ports:
     smtp: int
     # Prometheus metrics: each service serves /metrics on grpc port + this.
     metrics_offset: int = 1000
+    # The trace backend (Jaeger: OTLP over gRPC and HTTP in, UI and query API out) and Prometheus.
+    otlp_grpc: int = 0
+    otlp_http: int = 0
+    jaeger_ui: int = 0
+    jaeger_query_grpc: int = 0
+    prometheus: int = 0
+    # The fake SMS (Twilio API) and Web Push provider that notify_svc sends to (devstack.providers).
+    providers: int = 0
 
     def grpc(self, service: str, replica: int = 1) -> int:
         """The gRPC port of a service's replica (1: the first, the only one unless scaled)."""
@@ -91,6 +100,12 @@ LOCAL = Ports(
     notify=50054,
     processor=8091,
     smtp=1025,
+    otlp_grpc=14317,
+    otlp_http=14318,
+    jaeger_ui=16686,
+    jaeger_query_grpc=16685,
+    prometheus=19090,
+    providers=8092,
 )
 
 
@@ -111,6 +126,12 @@ def test_ports(base: int | None = None) -> Ports:
         processor=b + 91,
         smtp=b + 25,
         metrics_offset=1000,
+        otlp_grpc=b + 317,
+        otlp_http=b + 318,
+        jaeger_ui=b + 686,
+        jaeger_query_grpc=b + 685,
+        prometheus=b + 990,
+        providers=b + 94,
     )
 
 

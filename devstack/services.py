@@ -27,7 +27,9 @@ from devstack.credentials import Secrets
 from devstack.envoy_config import JWT_AUDIENCE, jwt_issuer, key_publish_lead_seconds
 from devstack.ports import HOST, SERVICES, Ports
 from devstack.procs import StackError, run_command
+from devstack.providers import SMS_SENDER, twilio_credentials, vapid_private_key
 from devstack.topology import instance_name
+from devstack.tracing import service_otel_env
 
 # Services that only consume events, and their niceness in the local stack (see Service.command).
 BACKGROUND_SERVICES = frozenset({"notify"})
@@ -111,6 +113,15 @@ def service_env(
         values["WEBHOOK_ALLOW_PRIVATE_HOSTS"] = "true"
         values["SMTP_HOST"] = HOST
         values["SMTP_PORT"] = str(ports.smtp)
+        # SMS through Twilio's library and Web Push, both to the stack's fake providers (devstack.providers).
+        account_sid, auth_token = twilio_credentials(secrets)
+        values["SMS_PROVIDER"] = "twilio"
+        values["TWILIO_API_BASE_URL"] = f"http://{HOST}:{ports.providers}"
+        values["TWILIO_ACCOUNT_SID"] = account_sid
+        values["TWILIO_AUTH_TOKEN"] = auth_token
+        values["SMS_SENDER"] = SMS_SENDER
+        values["PUSH_PROVIDER"] = "webpush"
+        values["PUSH_VAPID_PRIVATE_KEY"] = vapid_private_key(secrets)
     if name == "payment":
         values["PROCESSOR_WEBHOOK_SECRET"] = secrets.processor_webhook_secret
     return {prefix + key: value for key, value in values.items()}
@@ -147,7 +158,8 @@ class Service(Component):
         return [self.ctx.ports.grpc(self.service, self.replica), self.ctx.ports.metrics(self.service, self.replica)]
 
     def own_env(self) -> dict[str, str]:
-        """The service's variables for this replica in this stack (service_env), and the replica's name."""
+        """The service's variables for this replica in this stack (service_env), the replica's name, and the
+        standard OTEL_* variables."""
         ctx = self.ctx
         env = service_env(
             self.service,
@@ -162,6 +174,8 @@ class Service(Component):
         # name: replicas on one host need names of their own. Not in service_env, whose callers (tests running
         # their own payment_svc processes) choose their own names.
         env[f"{self.service.upper()}_REPLICA_ID"] = self.name
+        # Where its spans go and how it samples: the stack's Jaeger, Envoy's decision (devstack.tracing).
+        env |= service_otel_env(self.module, self.name, ctx.profile, ctx.ports)
         return env
 
     def process_env(self) -> dict[str, str]:

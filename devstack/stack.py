@@ -24,12 +24,15 @@ from devstack import ports as port_plan
 from devstack.components import REPO_ROOT, Component, Context
 from devstack.credentials import Secrets, load_or_create
 from devstack.edge import Envoy
+from devstack.jaeger import Jaeger
 from devstack.kafka_broker import Kafka
 from devstack.mailsink import MailSink
 from devstack.ports import HOST, SERVICES, Ports
 from devstack.postgres import Postgres
 from devstack.processor import ProcessorSimulator
 from devstack.procs import StackError
+from devstack.prometheus_server import Prometheus
+from devstack.providers import FakeProviders
 from devstack.redis_server import Redis
 from devstack.services import REDIS_DB, Service, database_url, redis_url, service_env
 from devstack.topology import Topology, parse_instance
@@ -38,14 +41,16 @@ log = logging.getLogger("devstack")
 
 PROFILES = ("local", "test")
 INFRA = ("postgres", "redis", "kafka")
+# The trace backend and the metrics server: the services export to and are scraped by them.
+OBSERVABILITY = ("jaeger", "prometheus")
 # Components of one stage start together; a stage starts once the previous
 # one is healthy (services need infra; payment and notify call auth/wallet,
 # payment calls the processor simulator, notify the mail sink). "<service>+"
 # stands for a scaled service's replicas after the first: they start once the
 # first has migrated the database, and before Envoy lists them.
 STAGES: tuple[tuple[str, ...], ...] = (
-    INFRA,
-    ("auth", "wallet", "processor", "mailsink"),
+    (*INFRA, *OBSERVABILITY),
+    ("auth", "wallet", "processor", "mailsink", "providers"),
     ("payment", "notify", "wallet+"),
     ("payment+",),
     ("envoy",),
@@ -55,6 +60,7 @@ ALL = tuple(name for stage in STAGES for name in stage if not name.endswith("+")
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": ALL,
     "infra": INFRA,
+    "observability": OBSERVABILITY,
     "services": SERVICES,
     "edge": ("envoy",),
 }
@@ -193,6 +199,9 @@ class Stack:
             "envoy": lambda: Envoy(ctx),
             "processor": lambda: ProcessorSimulator(ctx),
             "mailsink": lambda: MailSink(ctx),
+            "providers": lambda: FakeProviders(ctx),
+            "jaeger": lambda: Jaeger(ctx),
+            "prometheus": lambda: Prometheus(ctx),
         }
         service, replica = parse_instance(name)
         if service in SERVICES:

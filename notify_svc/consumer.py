@@ -41,8 +41,9 @@ from notify_svc.dead_letters import DeadLetterProducer, poison_headers
 from notify_svc.ingest import EventRecorder, IncomingEvent
 from notify_svc.notifications import plan_for
 from paymesh.events.v1 import events_pb2
-from paymesh_runtime import failures, telemetry
+from paymesh_runtime import failures, metrics, telemetry
 from paymesh_runtime.backoff import full_jitter
+from paymesh_runtime.telemetry_spans import EVENT_TRACES
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -144,6 +145,7 @@ class EventConsumer:
         self._retry_max = retry_max_seconds
         self._random = rand
         self._failures = 0  # consecutive transient failures, for the backoff
+        self._lag = metrics.ConsumerLag()
 
     async def run(self) -> None:
         while True:
@@ -163,6 +165,7 @@ class EventConsumer:
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_records)
+            await self._lag.measure(consumer)
             if not batches:
                 continue
             resume = await self.handle_batch(batches)
@@ -209,6 +212,8 @@ class EventConsumer:
             if item.span.is_recording():
                 item.span.set_attribute("paymesh.outcome", item.outcome or "retried")
             item.span.end()
+            if item.outcome:
+                metrics.consumed(item.record.topic, item.outcome.replace("-", "_"))
         return resume
 
     async def _isolate(self, items: Mapping[TopicPartition, Sequence[_Item]]) -> dict[TopicPartition, int]:
@@ -254,6 +259,7 @@ class EventConsumer:
         item = _Item(record, headers, span)
         try:
             event = decode_event(record.value)
+            EVENT_TRACES.remember(event.id, span)  # its email and webhook spans continue this trace
             item.event = IncomingEvent(
                 uuid.UUID(event.id), event.type, record.value, functools.partial(event_json, event), plan_for(event)
             )
@@ -269,6 +275,7 @@ class EventConsumer:
             await self._dead_letters.send(record.key, record.value, dlq_headers)
         except Exception as failure:
             raise TransientError(f"cannot write the DLQ: {failures.describe(failure)}") from failure
+        metrics.DEAD_LETTERS.labels("consumer", reason).inc()
 
     async def _pause(self) -> None:
         self._failures += 1

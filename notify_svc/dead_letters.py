@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from notify_svc.store import DeadLetter
+from notify_svc.delivery_records import DeadLetter
 from paymesh_runtime.outbox import CONTENT_TYPE, ProducerFactory
 
 Headers = list[tuple[str, bytes]]

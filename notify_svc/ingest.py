@@ -1,12 +1,16 @@
 """Storing consumed events: a batch of events in one transaction, set-based.
 
 `EventRecorder.record(events)` inserts the event ids into processed_event
-and, for the ids not seen before, the contacts and the notifications (email
-and webhook deliveries) they lead to, all in one transaction of four
-statements whatever the batch size: an event redelivered (relay republish,
-rebalance, crash before the offset commit) finds its id and adds nothing. The
-unique indexes on notification (one per event, EMAIL and user; one per event,
-WEBHOOK and endpoint) back this up.
+and, for the ids not seen before, the contacts and the notifications (email,
+SMS, push and webhook deliveries) they lead to, all in one transaction of
+five statements whatever the batch size: an event redelivered (relay
+republish, rebalance, crash before the offset commit) finds its id and adds
+nothing. The unique indexes on notification (one per event, channel and user;
+one per event, WEBHOOK and endpoint) back this up.
+
+Channels follow the recipients' preferences (notify_svc.preferences), read
+for the whole batch in one statement; each notice is rendered once per
+recipient in their locale (notify_svc.templates), with HTML only for email.
 
 Content the database refuses (a DataError or IntegrityError, e.g. a user id
 longer than the column) fails the whole batch; the consumer then records the
@@ -25,7 +29,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notify_svc.notifications import Plan, event_type_matches
-from notify_svc.store import EMAIL, MAX_SUBJECT_LENGTH, WEBHOOK
+from notify_svc.preferences import DEFAULTS, ChannelChoice, Preferences, decode_event_channels
+from notify_svc.tables import EMAIL, MAX_SUBJECT_LENGTH, PUSH, SMS, WEBHOOK
+from notify_svc.templates import Templates
 
 MAX_EMAIL_LENGTH = 254
 MAX_DISPLAY_NAME_LENGTH = 100
@@ -52,26 +58,34 @@ _SAVE_CONTACTS = text(
     bindparam("user_ids", type_=_STRINGS), bindparam("emails", type_=_STRINGS), bindparam("names", type_=_STRINGS)
 )
 
-# FOR SHARE: a concurrent DeleteWebhookEndpoint waits for this transaction, then
+# FOR SHARE: a concurrent DeleteWebhookEndpoint or disable waits for this transaction, then
 # cancels the deliveries it adds. Ordered, so two replicas lock in one order.
 _ENDPOINTS = text(
     "SELECT endpoint_id, owner_id, event_types FROM webhook_endpoint "
-    "WHERE owner_id = ANY(CAST(:owners AS varchar[])) AND deleted_at IS NULL "
+    "WHERE owner_id = ANY(CAST(:owners AS varchar[])) AND deleted_at IS NULL AND disabled_at IS NULL "
     "AND event_types && CAST(:event_types AS varchar[]) "
     "ORDER BY endpoint_id FOR SHARE"
 ).bindparams(bindparam("owners", type_=_STRINGS), bindparam("event_types", type_=_STRINGS))
 
+# Only whether a phone number or push subscription exists: the values stay in the database.
+_PREFERENCES = text(
+    "SELECT user_id, locale, default_email, default_sms, default_push, event_channels::text, "
+    "phone_number IS NOT NULL, push_subscription_sealed IS NOT NULL "
+    "FROM notification_preference WHERE user_id = ANY(CAST(:users AS varchar[]))"
+).bindparams(bindparam("users", type_=_STRINGS))
+
 # clock_timestamp(): rows keep the order of their events in create_time (newest first lists),
 # where now() would give the whole batch one time.
 _COLUMNS = ("notification_id", "user_id", "channel", "endpoint_id", "event_id", "event_type", "event_payload",
-            "subject", "body")  # fmt: skip
+            "subject", "body", "body_html")  # fmt: skip
 _ADD_NOTIFICATIONS = text(
     "INSERT INTO notification (notification_id, user_id, channel, endpoint_id, event_id, event_type, "
-    "event_payload, subject, body, create_time) "
+    "event_payload, subject, body, body_html, create_time) "
     "SELECT n.*, clock_timestamp() FROM unnest("
     "CAST(:notification_id AS uuid[]), CAST(:user_id AS varchar[]), CAST(:channel AS varchar[]), "
     "CAST(:endpoint_id AS uuid[]), CAST(:event_id AS uuid[]), CAST(:event_type AS varchar[]), "
-    "CAST(:event_payload AS bytea[]), CAST(:subject AS varchar[]), CAST(:body AS text[])) AS n "
+    "CAST(:event_payload AS bytea[]), CAST(:subject AS varchar[]), CAST(:body AS text[]), "
+    "CAST(:body_html AS text[])) AS n "
     "ON CONFLICT DO NOTHING"
 ).bindparams(
     bindparam("notification_id", type_=_UUIDS),
@@ -83,6 +97,7 @@ _ADD_NOTIFICATIONS = text(
     bindparam("event_payload", type_=ARRAY(BYTEA())),
     bindparam("subject", type_=_STRINGS),
     bindparam("body", type_=_TEXTS),
+    bindparam("body_html", type_=_TEXTS),
 )
 
 
@@ -105,9 +120,9 @@ class _Notifications:
         self.columns: dict[str, list[object]] = {name: [] for name in _COLUMNS}
 
     def add(self, event: IncomingEvent, user_id: str, channel: str, endpoint_id: uuid.UUID | None, subject: str,
-            body: str) -> None:  # fmt: skip
+            body: str, body_html: str | None = None) -> None:  # fmt: skip
         values = (uuid.uuid4(), user_id, channel, endpoint_id, event.event_id, event.event_type, event.payload,
-                  subject[:MAX_SUBJECT_LENGTH], body)  # fmt: skip
+                  subject[:MAX_SUBJECT_LENGTH], body, body_html)  # fmt: skip
         for name, value in zip(_COLUMNS, values, strict=True):
             self.columns[name].append(value)
 
@@ -118,8 +133,9 @@ class _Notifications:
 class EventRecorder:
     """Stores consumed events' notifications once per event id."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, templates: Templates) -> None:
         self._engine = engine
+        self._templates = templates
 
     async def record(self, events: Sequence[IncomingEvent]) -> set[uuid.UUID]:
         """Stores the events not seen before, in one transaction; returns their ids.
@@ -143,7 +159,7 @@ class EventRecorder:
             if new:
                 await self._save_contacts(conn, new)
                 rows = _Notifications()
-                _add_emails(rows, new)
+                await self._add_personal(conn, rows, new)
                 await self._add_webhooks(conn, rows, new)
                 if rows:
                     await conn.execute(_ADD_NOTIFICATIONS, rows.columns)
@@ -162,6 +178,29 @@ class EventRecorder:
                 "names": [c.display_name[:MAX_DISPLAY_NAME_LENGTH] for c in contacts.values()],
             },
         )
+
+    async def _add_personal(self, conn: AsyncConnection, rows: _Notifications, events: Sequence[IncomingEvent]) -> None:
+        """Each notice on the channels its recipient chose, rendered in their locale."""
+        recipients = sorted({notice.user_id for event in events for notice in event.plan.notices})
+        if not recipients:
+            return
+        chosen = {row[0]: _preferences(row) for row in await conn.execute(_PREFERENCES, {"users": recipients})}
+        for event in events:
+            for notice in event.plan.notices:
+                preferences = chosen.get(notice.user_id, DEFAULTS)
+                channels = preferences.channels_for(event.event_type)
+                if not channels:
+                    continue
+                message = self._templates.render(
+                    notice.template, preferences.locale, notice.params, with_html=EMAIL in channels
+                )
+                for channel in channels:
+                    if channel == EMAIL:
+                        rows.add(event, notice.user_id, EMAIL, None, message.subject, message.text, message.html)
+                    elif channel == SMS:
+                        rows.add(event, notice.user_id, SMS, None, message.subject, message.sms)
+                    elif channel == PUSH:
+                        rows.add(event, notice.user_id, PUSH, None, message.subject, message.push_body)
 
     @staticmethod
     async def _add_webhooks(conn: AsyncConnection, rows: _Notifications, events: Sequence[IncomingEvent]) -> None:
@@ -182,7 +221,12 @@ class EventRecorder:
                         rows.add(event, party, WEBHOOK, endpoint_id, f"Webhook {event.event_type}", body)
 
 
-def _add_emails(rows: _Notifications, events: Sequence[IncomingEvent]) -> None:
-    for event in events:
-        for notice in event.plan.emails:
-            rows.add(event, notice.user_id, EMAIL, None, notice.subject, notice.body)
+def _preferences(row: Sequence[object]) -> Preferences:
+    _, locale, email, sms, push, event_channels, has_phone, has_push = row
+    return Preferences(
+        locale=str(locale),
+        default=ChannelChoice(bool(email), bool(sms), bool(push)),
+        per_event_type=decode_event_channels(str(event_channels)),
+        has_phone=bool(has_phone),
+        has_push=bool(has_push),
+    )

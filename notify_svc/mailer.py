@@ -7,7 +7,9 @@ greeting and EHLO every time), so the server sees at most `connections`
 connections; one it dropped in between is reopened once. Each message carries a Message-ID derived from the
 notification id, so in the rare case that a crash between sending and
 recording repeats a send, the duplicate is recognisable (and dropped by MTAs
-and clients that dedupe).
+and clients that dedupe). A message with an HTML version is
+multipart/alternative: the text part first, the HTML part last (the one mail
+clients prefer).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import secrets
 import smtplib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +36,7 @@ class Email:
     body: str
     message_id: str  # e.g. "<notification id@paymesh>"
     event_id: str
+    html: str | None = None  # the HTML alternative of `body`
 
 
 class SmtpMailer:
@@ -67,9 +71,16 @@ class SmtpMailer:
             ("X-Paymesh-Event-Id", email.event_id),
         )
         lines = [f"{name}: {_header_value(name, value)}" for name, value in headers]
-        lines += ["MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"', "Content-Transfer-Encoding: base64"]
-        body = base64.encodebytes(email.body.encode()).replace(b"\n", b"\r\n")
-        return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
+        lines.append("MIME-Version: 1.0")
+        if email.html is None:
+            return "\r\n".join(lines).encode() + b"\r\n" + _part("text/plain", email.body)
+        # A random boundary cannot occur in base64 parts (its "=_" is outside their alphabet's runs).
+        boundary = f"=_paymesh_{secrets.token_hex(12)}"
+        lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+        head = "\r\n".join(lines).encode() + b"\r\n\r\n"
+        separator = f"--{boundary}\r\n".encode()
+        parts = separator + _part("text/plain", email.body) + b"\r\n" + separator + _part("text/html", email.html)
+        return head + parts + f"\r\n--{boundary}--\r\n".encode()
 
     def _send_blocking(self, to: str, message: bytes) -> None:
         reused: smtplib.SMTP | None = getattr(self._local, "smtp", None)
@@ -102,6 +113,12 @@ class SmtpMailer:
         if smtp is not None:
             with contextlib.suppress(OSError):
                 smtp.close()
+
+
+def _part(content_type: str, text: str) -> bytes:
+    """Content-Type and base64 body of a UTF-8 text part (headers, blank line, lines of 76)."""
+    head = f'Content-Type: {content_type}; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+    return head.encode() + base64.encodebytes(text.encode()).replace(b"\n", b"\r\n")
 
 
 def _header_value(name: str, value: str) -> str:

@@ -1,32 +1,27 @@
-"""notify_svc tables and queries (SQLAlchemy Core).
+"""The delivery worker's queries and the notification list (SQLAlchemy Core over notify_svc.tables).
 
-The invariants live in the schema (migrations/versions/0002): one processed
-row per event id, one notification per (event, EMAIL, user) and per (event,
-WEBHOOK, endpoint), states and channels by CHECK. Deliveries are claimed with
-FOR UPDATE SKIP LOCKED and a lease, and every later update is conditional on
-the claim, so replicas never work one delivery at the same time. The
-consumer's writes are in notify_svc.ingest.
+Deliveries are claimed with FOR UPDATE SKIP LOCKED and a lease, and every
+later update is conditional on the claim, so replicas never work one delivery
+at the same time. A round's outcomes are recorded in one statement; a round
+with webhook attempts also logs them and updates its endpoints' health in the
+same transaction (disabling an endpoint that failed too long or answered 410,
+cancelling its pending deliveries and queuing an email to its owner). The
+consumer's writes are in notify_svc.ingest, the API's in
+notify_svc.endpoint_store and notify_svc.preference_store.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
-    Column,
     DateTime,
     Float,
-    ForeignKey,
     Integer,
-    LargeBinary,
-    MetaData,
     String,
-    Table,
-    Text,
-    and_,
     bindparam,
     func,
     literal,
@@ -39,68 +34,57 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import Tuple
 
-metadata = MetaData()
-
-processed_event = Table(
-    "processed_event",
-    metadata,
-    Column("event_id", UUID(as_uuid=True), primary_key=True),
-    Column("event_type", String(100), nullable=False),
-    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+from notify_svc.delivery_records import Attempt, DeadLetter, Delivery, Outcome
+from notify_svc.endpoint_health import (
+    LOG_ATTEMPTS,
+    DisabledEndpoint,
+    NoticeFor,
+    attempt_rows,
+    judge_endpoints,
+    stop_and_tell,
+)
+from notify_svc.tables import (
+    CANCELED,
+    DEAD_LETTERED,
+    DELIVERED,
+    EMAIL,
+    MAX_ERROR_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    PENDING,
+    PUSH,
+    SMS,
+    WEBHOOK,
+    notification,
+    processed_event,
+    user_contact,
+    webhook_endpoint,
 )
 
-user_contact = Table(
-    "user_contact",
-    metadata,
-    Column("user_id", String(64), primary_key=True),
-    Column("email", String(254), nullable=False),
-    Column("display_name", String(100), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
-
-webhook_endpoint = Table(
-    "webhook_endpoint",
-    metadata,
-    Column("endpoint_id", UUID(as_uuid=True), primary_key=True),
-    Column("owner_id", String(64), nullable=False),
-    Column("url", Text, nullable=False),
-    Column("event_types", ARRAY(String(100)), nullable=False),
-    Column("secret_sealed", LargeBinary),
-    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("deleted_at", DateTime(timezone=True)),
-)
-
-notification = Table(
+__all__ = [
+    "CANCELED",
+    "DEAD_LETTERED",
+    "DELIVERED",
+    "EMAIL",
+    "MAX_SUBJECT_LENGTH",
+    "PENDING",
+    "PUSH",
+    "SMS",
+    "WEBHOOK",
+    "Attempt",
+    "DeadLetter",
+    "Delivery",
+    "DisabledEndpoint",
+    "NotificationRecord",
+    "NotifyStore",
+    "Outcome",
     "notification",
-    metadata,
-    Column("notification_id", UUID(as_uuid=True), primary_key=True),
-    Column("user_id", String(64), nullable=False),
-    Column("channel", String(16), nullable=False),
-    Column("endpoint_id", UUID(as_uuid=True), ForeignKey("webhook_endpoint.endpoint_id")),
-    Column("event_id", UUID(as_uuid=True), ForeignKey("processed_event.event_id"), nullable=False),
-    Column("event_type", String(100), nullable=False),
-    Column("event_payload", LargeBinary, nullable=False),
-    Column("subject", String(300), nullable=False),
-    Column("body", Text, nullable=False),
-    Column("state", String(16), nullable=False, server_default="PENDING"),
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("claim_token", UUID(as_uuid=True)),
-    Column("last_error", String(500)),
-    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("delivered_time", DateTime(timezone=True)),
-    Column("dlq_published_at", DateTime(timezone=True)),
-)
+    "processed_event",
+    "user_contact",
+    "webhook_endpoint",
+]
 
-EMAIL = "EMAIL"
-WEBHOOK = "WEBHOOK"
-PENDING = "PENDING"
-DELIVERED = "DELIVERED"
-DEAD_LETTERED = "DEAD_LETTERED"
-CANCELED = "CANCELED"
-MAX_ERROR_LENGTH = 500
-MAX_SUBJECT_LENGTH = 300
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UUIDS = ARRAY(UUID(as_uuid=True))
 
 
 def micros(moment: datetime) -> int:
@@ -127,47 +111,7 @@ class NotificationRecord:
     delivered_time: datetime | None
 
 
-@dataclass(frozen=True)
-class EndpointRecord:
-    endpoint_id: uuid.UUID
-    owner_id: str
-    url: str
-    event_types: tuple[str, ...]
-    create_time: datetime
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A claimed delivery, with what the worker needs to attempt it."""
-
-    notification_id: uuid.UUID
-    claim_token: uuid.UUID
-    channel: str
-    user_id: str
-    event_id: uuid.UUID
-    event_type: str
-    subject: str
-    body: str
-    attempts: int  # including the attempt this claim is for
-    email: str | None  # EMAIL: the recipient's address, if known yet
-    endpoint_id: uuid.UUID | None
-    url: str | None  # WEBHOOK: None once the endpoint was deleted
-    secret_sealed: bytes | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    notification_id: uuid.UUID
-    channel: str
-    event_id: uuid.UUID
-    event_type: str
-    event_payload: bytes
-    endpoint_id: uuid.UUID | None
-    attempts: int
-    last_error: str
-
-
-def _cursor_tuple(after: tuple[datetime, uuid.UUID]) -> Tuple:
+def cursor_tuple(after: tuple[datetime, uuid.UUID]) -> Tuple:
     return tuple_(literal(after[0], DateTime(timezone=True)), literal(after[1], UUID(as_uuid=True)))
 
 
@@ -187,23 +131,12 @@ def _notification(row: Row[tuple[object, ...]]) -> NotificationRecord:
     )
 
 
-def _endpoint(row: Row[tuple[object, ...]]) -> EndpointRecord:
-    return EndpointRecord(row.endpoint_id, row.owner_id, row.url, tuple(row.event_types), row.create_time)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one claimed delivery's attempt ended."""
-
-    delivery: Delivery
-    state: str  # DELIVERED, DEAD_LETTERED, CANCELED, or PENDING to retry
-    error: str | None = None  # why it failed (or was canceled)
-    retry_in_seconds: float | None = None  # PENDING: when to try again
-
-
 # One statement: SKIP LOCKED takes due rows no other worker holds, the update
 # counts the attempt and sets the lease, and the claimed rows come back with
-# what a send needs (the recipient's address, the endpoint's URL and secret).
+# what a send needs: the recipient's address (email from user_contact, phone
+# or push subscription from notification_preference), the endpoint's URL and
+# secrets (the previous one only while its overlap lasts; no URL for a
+# deleted or disabled endpoint) and where the delivery is in its schedule.
 _CLAIM_DUE = (
     text(
         "WITH due AS (SELECT notification_id FROM notification WHERE state = 'PENDING' AND next_attempt_at <= now() "
@@ -212,10 +145,15 @@ _CLAIM_DUE = (
         "next_attempt_at = now() + make_interval(secs => :lease) FROM due "
         "WHERE n.notification_id = due.notification_id "
         "RETURNING n.notification_id, n.claim_token, n.channel, n.user_id, n.event_id, n.event_type, n.subject, "
-        "n.body, n.attempts, n.endpoint_id) "
-        "SELECT c.*, u.email, e.url, e.secret_sealed FROM claimed AS c "
-        "LEFT JOIN user_contact AS u ON u.user_id = c.user_id "
-        "LEFT JOIN webhook_endpoint AS e ON e.endpoint_id = c.endpoint_id"
+        "n.body, n.body_html, n.attempts, n.endpoint_id, n.attempts - n.schedule_offset AS schedule_attempt, "
+        "extract(epoch FROM now() - COALESCE(n.schedule_start, n.create_time))::float8 AS schedule_age) "
+        "SELECT c.*, u.email, "
+        "CASE WHEN e.disabled_at IS NULL THEN e.url END AS url, e.secret_sealed, "
+        "CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret_sealed END AS previous_secret_sealed, "
+        "p.phone_number, p.push_subscription_sealed FROM claimed AS c "
+        "LEFT JOIN user_contact AS u ON u.user_id = c.user_id AND c.channel = 'EMAIL' "
+        "LEFT JOIN webhook_endpoint AS e ON e.endpoint_id = c.endpoint_id "
+        "LEFT JOIN notification_preference AS p ON p.user_id = c.user_id AND c.channel IN ('SMS', 'PUSH')"
     )
     .bindparams(
         bindparam("limit", type_=Integer()),
@@ -246,12 +184,23 @@ _RECORD_OUTCOMES = (
     )
     .columns(notification_id=UUID(as_uuid=True))
     .bindparams(
-        bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
-        bindparam("tokens", type_=ARRAY(UUID(as_uuid=True))),
+        bindparam("ids", type_=_UUIDS),
+        bindparam("tokens", type_=_UUIDS),
         bindparam("states", type_=ARRAY(String())),
         bindparam("errors", type_=ARRAY(String())),
         bindparam("delays", type_=ARRAY(Float())),
     )
+)
+
+_REARM = text(
+    "UPDATE notification SET state = 'PENDING', next_attempt_at = now(), claim_token = NULL, last_error = NULL, "
+    "dlq_published_at = NULL, schedule_start = now(), schedule_offset = attempts "
+    "WHERE notification_id = :id AND state = 'DEAD_LETTERED' RETURNING notification_id"
+).bindparams(bindparam("id", type_=UUID(as_uuid=True)))
+
+_ERASE_EXPIRED_SECRETS = text(
+    "UPDATE webhook_endpoint SET previous_secret_sealed = NULL, previous_secret_expires_at = NULL "
+    "WHERE previous_secret_expires_at <= now()"
 )
 
 
@@ -278,27 +227,38 @@ class NotifyStore:
             rows = (await conn.execute(_CLAIM_DUE, claim)).all()
         return [_delivery(row) for row in rows]
 
-    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
-        """Applies a round's attempt outcomes in one statement, each only if its claim still holds.
+    async def record_outcomes(
+        self, outcomes: Sequence[Outcome], disable_after_seconds: float, notice_for: NoticeFor
+    ) -> tuple[set[uuid.UUID], list[DisabledEndpoint]]:
+        """Applies a round's attempt outcomes, each only if its claim still holds; with webhook attempts, also
+        logs them and judges their endpoints (in one transaction).
 
-        Returns the notification ids whose outcome was applied; the others were
-        canceled meanwhile or their lease lapsed and another worker took them.
+        Returns the notification ids whose outcome was applied (the others were
+        canceled meanwhile, or their lease lapsed and another worker took them)
+        and the endpoints this round disabled.
         """
         if not outcomes:
-            return set()
+            return set(), []
         ordered = sorted(outcomes, key=lambda outcome: outcome.delivery.notification_id)  # one lock order
-        async with self._autocommit.connect() as conn:
-            applied = await conn.execute(
-                _RECORD_OUTCOMES,
-                {
-                    "ids": [o.delivery.notification_id for o in ordered],
-                    "tokens": [o.delivery.claim_token for o in ordered],
-                    "states": [o.state for o in ordered],
-                    "errors": [o.error[:MAX_ERROR_LENGTH] if o.error is not None else None for o in ordered],
-                    "delays": [o.retry_in_seconds for o in ordered],
-                },
-            )
-            return set(applied.scalars())
+        values = {
+            "ids": [o.delivery.notification_id for o in ordered],
+            "tokens": [o.delivery.claim_token for o in ordered],
+            "states": [o.state for o in ordered],
+            "errors": [o.error[:MAX_ERROR_LENGTH] if o.error is not None else None for o in ordered],
+            "delays": [o.retry_in_seconds for o in ordered],
+        }
+        attempted = [o for o in ordered if o.attempt is not None]
+        if not attempted:
+            async with self._autocommit.connect() as conn:
+                return set((await conn.execute(_RECORD_OUTCOMES, values)).scalars()), []
+        async with self._engine.begin() as conn:
+            # Endpoints first, then notifications: the order DeleteWebhookEndpoint and disabling lock in.
+            disabled = await judge_endpoints(conn, attempted, disable_after_seconds)
+            applied = set((await conn.execute(_RECORD_OUTCOMES, values)).scalars())
+            await conn.execute(LOG_ATTEMPTS, attempt_rows(attempted))
+            if disabled:
+                await stop_and_tell(conn, disabled, notice_for)
+        return applied, disabled
 
     async def publish_dead_letters(self, publish: Callable[[DeadLetter], Awaitable[None]], limit: int) -> int:
         """Hands dead letters not yet on the DLQ topic to `publish`, then marks them.
@@ -338,6 +298,17 @@ class NotifyStore:
                 )
         return len(rows)
 
+    async def rearm_dead_letter(self, notification_id: uuid.UUID) -> bool:
+        """Makes a DEAD_LETTERED delivery PENDING again with a new retry schedule (the DLQ re-drive); False if
+        it is not dead-lettered (any more)."""
+        async with self._autocommit.connect() as conn:
+            return await conn.scalar(_REARM, {"id": notification_id}) is not None
+
+    async def erase_expired_secrets(self) -> None:
+        """Forgets previous signing secrets whose rotation overlap has ended."""
+        async with self._autocommit.connect() as conn:
+            await conn.execute(_ERASE_EXPIRED_SECRETS)
+
     # --- notifications (API) ---------------------------------------------------
 
     async def list_notifications(
@@ -349,73 +320,10 @@ class NotifyStore:
         if user_id is not None:
             query = query.where(n.c.user_id == user_id)
         if after is not None:
-            query = query.where(tuple_(n.c.create_time, n.c.notification_id) < _cursor_tuple(after))
+            query = query.where(tuple_(n.c.create_time, n.c.notification_id) < cursor_tuple(after))
         query = query.order_by(n.c.create_time.desc(), n.c.notification_id.desc()).limit(limit)
         async with self._engine.connect() as conn:
             return [_notification(row) for row in (await conn.execute(query)).all()]
-
-    # --- webhook endpoints (API) -----------------------------------------------
-
-    async def create_endpoint(
-        self, endpoint_id: uuid.UUID, owner_id: str, url: str, event_types: Sequence[str], secret_sealed: bytes
-    ) -> EndpointRecord:
-        e = webhook_endpoint
-        async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    e.insert()
-                    .values(
-                        endpoint_id=endpoint_id,
-                        owner_id=owner_id,
-                        url=url,
-                        event_types=list(event_types),
-                        secret_sealed=secret_sealed,
-                    )
-                    .returning(e)
-                )
-            ).one()
-        return _endpoint(row)
-
-    async def get_endpoint(self, endpoint_id: uuid.UUID) -> EndpointRecord | None:
-        e = webhook_endpoint
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(e).where(e.c.endpoint_id == endpoint_id, e.c.deleted_at.is_(None)))
-            ).one_or_none()
-        return _endpoint(row) if row is not None else None
-
-    async def list_endpoints(
-        self, owner_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
-    ) -> list[EndpointRecord]:
-        """The owner's live endpoints in creation order, strictly after the cursor."""
-        e = webhook_endpoint
-        query = select(e).where(e.c.owner_id == owner_id, e.c.deleted_at.is_(None))
-        if after is not None:
-            query = query.where(tuple_(e.c.create_time, e.c.endpoint_id) > _cursor_tuple(after))
-        query = query.order_by(e.c.create_time, e.c.endpoint_id).limit(limit)
-        async with self._engine.connect() as conn:
-            return [_endpoint(row) for row in (await conn.execute(query)).all()]
-
-    async def delete_endpoint(self, endpoint_id: uuid.UUID) -> bool:
-        """Deletes a live endpoint, forgets its secret and cancels its pending deliveries."""
-        e, n = webhook_endpoint, notification
-        async with self._engine.begin() as conn:
-            deleted = await conn.scalar(
-                e.update()
-                .where(e.c.endpoint_id == endpoint_id, e.c.deleted_at.is_(None))
-                .values(deleted_at=func.now(), secret_sealed=None)
-                .returning(e.c.endpoint_id)
-            )
-            if deleted is None:
-                return False
-            # A send in flight right now still completes; its outcome is then
-            # discarded because its row is no longer PENDING.
-            await conn.execute(
-                n.update()
-                .where(and_(n.c.endpoint_id == endpoint_id, n.c.state == PENDING))
-                .values(state=CANCELED, claim_token=None, last_error="endpoint deleted")
-            )
-        return True
 
 
 def _delivery(row: Row[tuple[object, ...]]) -> Delivery:
@@ -428,9 +336,15 @@ def _delivery(row: Row[tuple[object, ...]]) -> Delivery:
         event_type=row.event_type,
         subject=row.subject,
         body=row.body,
+        body_html=row.body_html,
         attempts=row.attempts,
         email=row.email,
         endpoint_id=row.endpoint_id,
         url=row.url if row.secret_sealed is not None else None,
         secret_sealed=row.secret_sealed,
+        previous_secret_sealed=row.previous_secret_sealed,
+        phone_number=row.phone_number,
+        push_subscription_sealed=row.push_subscription_sealed,
+        schedule_attempt=row.schedule_attempt,
+        schedule_age_seconds=row.schedule_age,
     )

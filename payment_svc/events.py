@@ -12,8 +12,10 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payment_svc import views
+from paymesh.common.v1 import money_pb2
 from paymesh.events.v1 import events_pb2
 from paymesh.payment.v1 import payment_pb2
+from paymesh_runtime import metrics_business
 from paymesh_runtime.kafka import TOPIC_PAYMENTS
 from paymesh_runtime.outbox import Outbox
 
@@ -37,8 +39,33 @@ def payment_event(payment: payment_pb2.Payment, previous_state: str) -> events_p
     )
 
 
+def observe(event: events_pb2.Event) -> None:
+    """Counts the state change an event records (paymesh_runtime.metrics_business), once it is written.
+
+    Counted when written, not when committed: a transaction that then fails
+    (the database went away) and is redone by the recovery worker counts its
+    change twice, a rare over-count the metrics tolerate.
+    """
+    which = event.WhichOneof("payload")
+    if which == "payment_changed":
+        payment = event.payment_changed.payment
+        _observe(event, "payment", payment_pb2.Payment.State.Name(payment.state), payment.amount, payment.failure_code)
+    elif which == "refund_changed":
+        refund = event.refund_changed.refund
+        _observe(event, "refund", payment_pb2.Refund.State.Name(refund.state), refund.amount, refund.failure_code)
+    elif which == "payout_changed":
+        payout = event.payout_changed.payout
+        _observe(event, "payout", payment_pb2.Payout.State.Name(payout.state), payout.amount, payout.failure_code)
+
+
+def _observe(event: events_pb2.Event, kind: str, state: str, amount: money_pb2.Money, failure_code: str) -> None:
+    metrics_business.state_entered(kind, state, amount.currency, amount.amount, failure_code)
+    if event.type.endswith(".created"):
+        metrics_business.created(kind, amount.currency, amount.amount)
+
+
 class PaymentEvents:
-    """Writes payment, refund and payout events into the outbox, in the caller's transaction."""
+    """Writes payment, refund and payout events into the outbox, in the caller's transaction, and counts them."""
 
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
@@ -46,7 +73,9 @@ class PaymentEvents:
     async def payment_changed(
         self, conn: AsyncConnection, payment: payment_pb2.Payment, previous_state: str
     ) -> events_pb2.Event:
-        return await self._outbox.enqueue(conn, topic=TOPIC, event=payment_event(payment, previous_state))
+        event = await self._outbox.enqueue(conn, topic=TOPIC, event=payment_event(payment, previous_state))
+        observe(event)
+        return event
 
     async def refund_changed(
         self, conn: AsyncConnection, refund: payment_pb2.Refund, *, payer_id: str, payee_id: str, created: bool
@@ -57,7 +86,8 @@ class PaymentEvents:
             aggregate_id=refund.payment_id,
             refund_changed=events_pb2.RefundChanged(refund=refund, payer_id=payer_id, payee_id=payee_id),
         )
-        return await self._outbox.enqueue(conn, topic=TOPIC, event=event)
+        observe(await self._outbox.enqueue(conn, topic=TOPIC, event=event))
+        return event
 
     async def payout_changed(
         self, conn: AsyncConnection, payout: payment_pb2.Payout, *, created: bool
@@ -68,4 +98,5 @@ class PaymentEvents:
             aggregate_id=payout.payout_id,
             payout_changed=events_pb2.PayoutChanged(payout=payout),
         )
-        return await self._outbox.enqueue(conn, topic=TOPIC, event=event)
+        observe(await self._outbox.enqueue(conn, topic=TOPIC, event=event))
+        return event

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from payment_svc import transfer_store, views
-from payment_svc.events import TOPIC, payment_event
+from payment_svc.events import TOPIC, observe, payment_event
 from payment_svc.idempotency import Recorded, previous_answer
 from payment_svc.lifecycle import PaymentState
 from payment_svc.records import TransferIntent, Transition, moved
@@ -179,6 +179,9 @@ class _Batch:
             key_retention=config.key_retention,
         )
         created = [i for i in fresh if self.intents[i].payment_id in opened]
+        for index, pending in zip(fresh, events, strict=True):
+            if self.intents[index].payment_id in opened:
+                observe(pending.event)  # metrics: the payment exists
         taken = [i for i in fresh if self.intents[i].payment_id not in opened]
         if taken:
             await self._answer_used_keys(conn, taken)
@@ -255,6 +258,9 @@ class _Batch:
             owner=config.owner,
             retry_after=config.retry_after,
         )
+        for pending in events:
+            if uuid.UUID(pending.event.aggregate_id) in finished:
+                observe(pending.event)  # metrics: the payment's changes are recorded
         for index, end in ends.items():
             # Not finished: another replica took the payment over (this batch outlived the lease); it answers.
             lapsed = dependency_unavailable("this replica's lease lapsed; another replica")

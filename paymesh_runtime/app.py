@@ -27,6 +27,7 @@ from paymesh_runtime.server import (
     start_telemetry,
 )
 from paymesh_runtime.settings import ServiceSettings
+from paymesh_runtime.telemetry_logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,11 @@ def main(
         start_telemetry(name, settings)
         asyncio.run(serve(name, settings, build))
         return
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     if args.command == "migrate":
+        # The service's own log format (JSON lines in UTC): a migration's lines land in the same log.
+        configure_logging(name, settings)
         migrations.upgrade(migrations_dir, settings.database_url.get_secret_value())
         log.info("%s: migrations applied", name)
     else:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
         (commands or {})[args.command][1](settings, args)

@@ -1,8 +1,9 @@
 """Channels for calls inside the mesh: traced, identified, balanced per call.
 
 Every internal call propagates the W3C trace context (one trace from the edge
-to the ledger) and carries the calling service's identity token, both added by
-one client interceptor. `dns:///` targets with round_robin spread calls over
+to the ledger) and the edge's `x-request-id` of the call being served (the
+callee's log lines carry it too), and carries the calling service's identity
+token, all added by one client interceptor. `dns:///` targets with round_robin spread calls over
 every replica behind a headless Kubernetes Service instead of pinning one
 HTTP/2 connection.
 """
@@ -17,6 +18,7 @@ from opentelemetry.trace import SpanKind
 
 from paymesh_runtime import telemetry
 from paymesh_runtime.identity import SERVICE_TOKEN_HEADER, ServiceTokenClientInterceptor, ServiceTokens
+from paymesh_runtime.telemetry_logs import REQUEST_ID, REQUEST_ID_HEADER
 
 _OPTIONS = [
     ("grpc.lb_policy_name", "round_robin"),
@@ -32,7 +34,7 @@ _OPTIONS = [
 
 
 class MeshClientInterceptor(ServiceTokenClientInterceptor):
-    """The service token and the trace context on every outgoing unary call, and its client span.
+    """The service token, the trace context and the request id on every outgoing unary call, and its client span.
 
     A call made inside a trace that is not sampled gets no span of its own: the
     current (unsampled) context is what the callee needs, and with a
@@ -47,6 +49,9 @@ class MeshClientInterceptor(ServiceTokenClientInterceptor):
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()), (SERVICE_TOKEN_HEADER, self._token()))
+        request_id = REQUEST_ID.get()
+        if request_id:
+            metadata.add(REQUEST_ID_HEADER, request_id)
         current = trace.get_current_span().get_span_context()
         if current.is_valid and not current.trace_flags.sampled:
             propagate.inject(metadata)

@@ -9,13 +9,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from paymesh_runtime.health import Probe
 from paymesh_runtime.settings import ServiceSettings
+from paymesh_runtime.telemetry_db import TracedConnection, instrument_engine
 
 # Money paths fail fast instead of queueing forever behind a lock.
 SERVER_SETTINGS = {"lock_timeout": "5s", "statement_timeout": "30s"}
 
 
 def create_engine(settings: ServiceSettings) -> AsyncEngine:
-    return create_async_engine(
+    """The engine; its statements get spans inside sampled traces (paymesh_runtime.telemetry_db)."""
+    engine = create_async_engine(
         settings.database_url.get_secret_value(),
         pool_size=settings.database_pool_size,
         max_overflow=0,
@@ -27,8 +29,9 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
         # A failed statement's error (logged, or echoed anywhere) never carries its parameters:
         # password hashes, tokens, emails, sealed secrets.
         hide_parameters=True,
-        connect_args={"server_settings": SERVER_SETTINGS},
+        connect_args={"server_settings": SERVER_SETTINGS, "connection_class": TracedConnection},
     )
+    return instrument_engine(engine)
 
 
 def asyncpg_dsn(settings: ServiceSettings) -> str:
@@ -38,8 +41,16 @@ def asyncpg_dsn(settings: ServiceSettings) -> str:
 
 async def create_pool(settings: ServiceSettings, size: int) -> asyncpg.Pool:
     """An asyncpg pool on the service's database for its hot path: each connection prepares a
-    statement once and reuses it (asyncpg's statement cache)."""
-    pool = await asyncpg.create_pool(asyncpg_dsn(settings), min_size=1, max_size=size, server_settings=SERVER_SETTINGS)
+    statement once and reuses it (asyncpg's statement cache). No connection opens before the
+    first use (min_size=0), so a service starts, and reports itself not ready, while its database
+    is down, like the engine does."""
+    pool = await asyncpg.create_pool(
+        asyncpg_dsn(settings),
+        min_size=0,
+        max_size=size,
+        server_settings=SERVER_SETTINGS,
+        connection_class=TracedConnection,
+    )
     assert pool is not None
     return pool
 

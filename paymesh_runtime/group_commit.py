@@ -9,6 +9,10 @@ service, the bigger the batches and the fewer the transactions and round
 trips per request, which is how group commit in databases and TigerBeetle's
 batching of transfers turn a per-request cost into a per-batch one.
 
+Each batch runs inside a span joined to its requests' traces
+(paymesh_runtime.telemetry_spans.batch_span: the first sampled request's
+child, linked to the others).
+
 The handler gets the items in arrival order and returns one result per item
 (in the same order); a handler that raises fails every item of its batch with
 that error. A caller that is cancelled does not take its item out of a batch
@@ -21,13 +25,29 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from opentelemetry.trace import SpanContext
 from prometheus_client import Histogram
+
+from paymesh_runtime.telemetry_spans import batch_span, current_span_context
 
 BATCH_SIZE = Histogram(
     "paymesh_group_commit_batch_size",
     "Requests handled per batch, by group commit.",
     ["name"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+
+BATCH_SECONDS = Histogram(
+    "paymesh_group_commit_batch_seconds",
+    "Time one batch took to handle, by group commit.",
+    ["name"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
+WAIT_SECONDS = Histogram(
+    "paymesh_group_commit_wait_seconds",
+    "Time a request waited for its batch to start, by group commit.",
+    ["name"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
 
 Item = TypeVar("Item")
@@ -48,9 +68,12 @@ class GroupCommit(Generic[Item, Result]):
         self._handle = handle
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._waiting: list[tuple[Item, asyncio.Future[Result], SpanContext]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._sizes = BATCH_SIZE.labels(name)
+        self._seconds = BATCH_SECONDS.labels(name)
+        self._waits = WAIT_SECONDS.labels(name)
+        self._span_name = f"{name} batch"
 
     @property
     def in_flight(self) -> int:
@@ -61,7 +84,8 @@ class GroupCommit(Generic[Item, Result]):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         # A caller cancelled meanwhile never reads its future: mark an error as seen, not lost.
         future.add_done_callback(_retrieve)
-        self._waiting.append((item, future))
+        # The caller's span: the batch's span joins the traces of its requests (paymesh_runtime.telemetry_spans).
+        self._waiting.append((item, future, current_span_context()))
         self._start_batches()
         return await asyncio.shield(future)
 
@@ -83,24 +107,25 @@ class GroupCommit(Generic[Item, Result]):
         self._running.discard(task)
         self._start_batches()
 
-    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
-        items = [item for item, _ in batch]
+    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result], SpanContext]]) -> None:
+        items = [item for item, _, _ in batch]
         self._sizes.observe(len(items))
         try:
-            results = await self._handle(items)
+            with batch_span(self._span_name, [parent for _, _, parent in batch], len(items)):
+                results = await self._handle(items)
             if len(results) != len(items):
                 raise RuntimeError(f"the batch handler answered {len(results)} results for {len(items)} items")
         except Exception as error:  # every caller of the batch gets the error
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             return
         except BaseException:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.cancel()
             raise
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 

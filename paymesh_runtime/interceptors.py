@@ -1,10 +1,15 @@
-"""The one server interceptor of every service: traced, counted, timed, input checked, caller resolved, errors mapped.
+"""The one server interceptor of every service: traced, counted, timed, logged, input checked, caller resolved,
+errors mapped.
 
 `MeshServerInterceptor` replaces what used to be a chain of three
 (OpenTelemetry's gRPC instrumentation, metrics, error mapping): one wrapper per
 unary method, built on the method's first call and reused, doing per call only
 what depends on the call. Streaming handlers (health Watch, reflection) pass
 through untouched.
+
+Each call runs inside its server span and with the edge's `x-request-id`
+bound (paymesh_runtime.telemetry_logs), so every log line it writes carries
+both; its own INFO line (method, code, duration) is written at its end.
 
 Every unary method's request deserializer is wrapped by
 paymesh_runtime.validation: a request that does not decode (invalid UTF-8)
@@ -30,13 +35,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from paymesh_runtime import telemetry
 from paymesh_runtime.callers import Callers
 from paymesh_runtime.grpc_errors import abort_with, status_code_of, status_for_exception
 from paymesh_runtime.identity import Caller, bind_caller, unbind_caller
+from paymesh_runtime.telemetry_logs import RpcLog
 from paymesh_runtime.validation import Refused, checked
 
 UnaryCall = Callable[[Any, Any], Awaitable[Any]]
@@ -59,6 +64,7 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,ty
         self._tracer = tracer or telemetry.tracer()
         self._reuse = reuse_handlers
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self._rpc_log = RpcLog()
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -82,10 +88,11 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,ty
     def _unary(self, call: UnaryCall, method: telemetry.MethodTelemetry) -> UnaryCall:
         tracer = self._tracer
         callers = self._callers
+        rpc_log = self._rpc_log
 
         async def traced(request: Any, context: Any) -> Any:
             metadata = context.invocation_metadata()
-            span, token = telemetry.start_server_span(tracer, method, metadata, context.peer())
+            served = telemetry.start_server_span(tracer, method, metadata, context.peer())
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             unexpected: BaseException | None = None
@@ -112,9 +119,11 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,ty
             finally:
                 if caller is not None:
                     unbind_caller(caller)
-                method.observe(code, time.perf_counter() - start)
-                telemetry.end_span(span, code, unexpected, server=True)
-                otel_context.detach(token)
+                seconds = time.perf_counter() - start
+                method.observe(code, seconds)
+                if not (method.quiet and code is grpc.StatusCode.OK):
+                    rpc_log.log(method.name, code, seconds)  # inside the call's span and request id
+                served.finish(code, unexpected)
 
         return traced
 

@@ -8,27 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from iso4217 import Currency
+
 from paymesh_runtime.errors import InvalidArgument
 
-# ISO 4217 active codes and their minor-unit exponents. Codes without a minor
-# unit in ISO 4217 (e.g. XAU) are not payable and are left out.
-_EXPONENT_TABLE = """
-2: AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BRL BSD BTN
-2: BWP BYN BZD CAD CDF CHF CNY COP CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD
-2: FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR KES KGS KHR KPW
-2: KYD KZT LAK LBP LKR LRD LSL MAD MDL MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN
-2: NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG
-2: SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH
-2: USD UYU UZS VES WST XCD YER ZAR ZMW ZWG
-0: BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF
-3: BHD IQD JOD KWD LYD OMR TND
-4: CLF UYW
-"""
-
+# ISO 4217's current list (List One) as the `iso4217` package ships it, so that a
+# new code (XCG, 2025) is accepted and a withdrawn one (ANG) refused once the
+# package is upgraded, never by editing a table here. Codes without a minor unit
+# (XAU, XDR, XXX...) are not payable and are left out.
 CURRENCY_EXPONENTS: dict[str, int] = {
-    code: int(exponent)
-    for exponent, codes in (line.split(":") for line in _EXPONENT_TABLE.strip().splitlines())
-    for code in codes.split()
+    currency.code: currency.exponent for currency in Currency if currency.exponent is not None
 }
 
 # Largest amount in minor units paymesh accepts in one request: far below

@@ -42,6 +42,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from opentelemetry import propagate
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -66,8 +67,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.events.v1 import events_pb2
 from paymesh_runtime import failures
+from paymesh_runtime.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, OUTBOX_RELAY_PAUSES
 from paymesh_runtime.settings import ServiceSettings
 from paymesh_runtime.sql import compiled_once
+from paymesh_runtime.telemetry_spans import carrier_of, end_with_error, span_from_carrier
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,16 @@ _CLAIM_SHARDS = text(
     "SELECT shard FROM generate_series(0, :last) AS shard "
     "WHERE CASE WHEN shard = ANY(:owned) THEN false ELSE pg_try_advisory_lock(:ns, shard) END"
 ).bindparams(bindparam("owned", type_=ARRAY(Integer())), bindparam("last", type_=Integer()))
+
+
+# The age of the oldest unpublished row: the first row of each shard by the partial index
+# outbox_unpublished (shard, position), so a backlog of millions still costs SHARDS index probes.
+_OLDEST_UNPUBLISHED_AGE = text(
+    "SELECT coalesce(extract(epoch FROM now() - min(first.created_at)), 0) "
+    "FROM generate_series(0, :last) AS s(shard) CROSS JOIN LATERAL ("
+    "SELECT created_at FROM outbox WHERE published_at IS NULL AND shard = s.shard ORDER BY position LIMIT 1"
+    ") AS first"
+).bindparams(bindparam("last", type_=Integer()))
 
 
 def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
@@ -269,6 +282,10 @@ async def _send_in_batches(producer: AIOKafkaProducer, rows: Sequence[Any]) -> l
     The partition is the one send() would pick (the Java client's murmur2 of the key, so one
     aggregate's events stay in order on one partition), but a batch is built once instead of each
     record going through send()'s per-record bookkeeping.
+
+    A row whose trace is sampled gets a PRODUCER span (`<topic> publish`), a child of the span that
+    wrote the event, ended when the broker acknowledges it; the record then carries that span's
+    traceparent, so the consumer's span is the publish span's child. Other rows cost one string test.
     """
     partitions = {topic: sorted(await producer.partitions_for(topic)) for topic in {row.topic for row in rows}}
     by_partition: dict[tuple[str, int], list[Any]] = {}
@@ -278,17 +295,48 @@ async def _send_in_batches(producer: AIOKafkaProducer, rows: Sequence[Any]) -> l
         by_partition.setdefault((row.topic, partition), []).append((key, row))
     acknowledged: list[asyncio.Future[Any]] = []
     for (topic, partition), keyed in by_partition.items():
-        batch = producer.create_batch()
+        batch, spans = producer.create_batch(), list[Span]()
         for key, row in keyed:
-            headers = [(k, str(v).encode()) for k, v in row.headers.items()] + [
-                ("event-id", str(row.event_id).encode())
-            ]
+            span = _publish_span(topic, partition, row)
+            fields = row.headers if span is None else {**row.headers, **carrier_of(span)}
+            headers = [(k, str(v).encode()) for k, v in fields.items()] + [("event-id", str(row.event_id).encode())]
             if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
-                acknowledged.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
+                acknowledged.append(_ending(spans, await producer.send_batch(batch, topic, partition=partition)))
+                batch, spans = producer.create_batch(), list[Span]()
                 batch.append(key=key, value=row.payload, timestamp=None, headers=headers)
-        acknowledged.append(await producer.send_batch(batch, topic, partition=partition))
+            if span is not None:
+                spans.append(span)
+        acknowledged.append(_ending(spans, await producer.send_batch(batch, topic, partition=partition)))
     return acknowledged
+
+
+def _publish_span(topic: str, partition: int, row: Any) -> Span | None:
+    """The PRODUCER span of a row whose trace is sampled, a child of the span that wrote the event."""
+    span = span_from_carrier(f"{topic} publish", row.headers, SpanKind.PRODUCER)
+    if span is not None:
+        span.set_attributes(
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": topic,
+                "messaging.destination.partition.id": str(partition),
+                "messaging.message.id": str(row.event_id),
+            }
+        )
+    return span
+
+
+def _ending(spans: list[Span], acknowledgement: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """`acknowledgement`, which ends the publish spans of its batch when it resolves."""
+
+    def end(done: asyncio.Future[Any]) -> None:
+        error = None if done.cancelled() else done.exception()
+        for span in spans:
+            end_with_error(span, error)
+
+    if spans:
+        acknowledgement.add_done_callback(end)
+    return acknowledgement
 
 
 def kafka_producer_factory(bootstrap_servers: str) -> ProducerFactory:
@@ -331,6 +379,7 @@ class OutboxRelay:
         retention: timedelta = timedelta(hours=24),
         prune_every_seconds: float = 60.0,
         prune_batch_size: int = 5000,
+        lag_every_seconds: float = 5.0,
     ) -> None:
         self._engine = engine
         self._outbox = outbox
@@ -343,6 +392,9 @@ class OutboxRelay:
         self._retention = retention
         self._prune_every = prune_every_seconds
         self._prune_batch = prune_batch_size
+        self._lag_every = lag_every_seconds
+        # The last measured age of the oldest unpublished row, and when (monotonic): paymesh_outbox_oldest_...
+        self._lag = (0.0, time.monotonic())
         # One array parameter, not an IN list rendered anew for every batch size.
         self._mark_published = (
             outbox.update()
@@ -352,7 +404,17 @@ class OutboxRelay:
         self.published = 0
 
     async def run(self) -> None:
-        """Relays until cancelled, surviving Kafka and database outages."""
+        """Relays until cancelled, surviving Kafka and database outages; measures the backlog meanwhile."""
+        OUTBOX_OLDEST_AGE.set_function(self.oldest_unpublished_age)
+        watcher = asyncio.create_task(self._watch_lag(), name="outbox lag")
+        try:
+            await self._run_relay()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _run_relay(self) -> None:
         backoff = 0.2
         while True:
             try:
@@ -360,11 +422,36 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # Kafka or PostgreSQL is down: wait, retry.
+                OUTBOX_RELAY_PAUSES.inc()
                 log.warning("outbox relay paused: %s", failures.describe(error))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
             else:
                 backoff = 0.2
+
+    def oldest_unpublished_age(self) -> float:
+        """Seconds the oldest unpublished row has waited: as last measured, plus the time since while it was
+        waiting then (an outage that stops the measurements does not freeze the figure)."""
+        age, measured_at = self._lag
+        return age + (time.monotonic() - measured_at) if age > 0 else 0.0
+
+    async def measure_lag(self) -> float:
+        """Measures the age of the oldest unpublished row now (one statement); returns it."""
+        async with self._engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            age = float((await conn.execute(_OLDEST_UNPUBLISHED_AGE, {"last": SHARDS - 1})).scalar_one())
+        self._lag = (age, time.monotonic())
+        return age
+
+    async def _watch_lag(self) -> None:
+        while True:
+            try:
+                await self.measure_lag()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the relay logs the outage; the figure keeps growing meanwhile
+                log.debug("outbox lag not measured: %s", failures.describe(error))
+            await asyncio.sleep(self._lag_every)
 
     async def _relay_with_fresh_resources(self) -> None:
         producer = self._make_producer()
@@ -442,4 +529,6 @@ class OutboxRelay:
         await asyncio.gather(*await _send_in_batches(producer, rows))
         await conn.execute(self._mark_published, {"positions": [row.position for row in rows]})
         self.published += len(rows)
+        for topic, count in Counter(row.topic for row in rows).items():
+            OUTBOX_PUBLISHED.labels(topic).inc(count)
         return len(rows)

@@ -1,8 +1,10 @@
 """Logs, traces and metrics, configured once per process.
 
-- Logs: JSON lines carrying the current trace and span id.
-- Traces: OpenTelemetry, exported over OTLP/gRPC when an endpoint is set, with
-  W3C traceparent propagation. Sampling follows the standard
+- Logs: JSON lines carrying the current trace and span id and the edge's
+  request id (paymesh_runtime.telemetry_logs).
+- Traces: OpenTelemetry, exported over OTLP (gRPC or HTTP) where the standard
+  OTEL_* variables say (paymesh_runtime.telemetry_export), with W3C
+  traceparent propagation. Sampling follows the standard
   `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` variables (read by the
   SDK itself); without them, `parentbased_traceidratio` at ratio 1.0 while
   exporting and nothing recorded while not (docs/operations.md, "Telemetry").
@@ -20,28 +22,34 @@ span attributes are set only on spans that are recorded.
 from __future__ import annotations
 
 import functools
-import json
-import logging
 import os
-import sys
-import time
 from collections.abc import Mapping
 from contextvars import Token
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio, Sampler
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram, start_http_server
 
-from paymesh_runtime import failures
 from paymesh_runtime.settings import ServiceSettings
+from paymesh_runtime.telemetry_export import service_resource, span_exporter, trace_export
+from paymesh_runtime.telemetry_logs import (
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    JsonFormatter,
+    SafeFormatter,
+    clean_request_id,
+)
+from paymesh_runtime.telemetry_logs import configure_logging as configure_logging
+
+__all__ = ["JsonFormatter", "SafeFormatter", "configure_logging"]
 
 RPC_TOTAL = Counter("paymesh_rpc_total", "RPCs handled, by method and gRPC code.", ["service", "method", "code"])
 RPC_SECONDS = Histogram(
@@ -66,58 +74,11 @@ _SERVER_ERRORS = frozenset(
 )
 
 
-class SafeFormatter(logging.Formatter):
-    """Log times in UTC, and tracebacks without what database errors quote (statements' parameters)."""
-
-    converter = staticmethod(time.gmtime)  # type: ignore[assignment]
-
-    def formatException(self, ei: Any) -> str:
-        error = ei[1]
-        return failures.loggable_traceback(error) if error is not None else super().formatException(ei)
-
-
-class JsonFormatter(SafeFormatter):
-    """One JSON object per line, in UTC, with the active trace id for correlation."""
-
-    def __init__(self, service: str) -> None:
-        super().__init__()
-        self.service = service
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "service": self.service,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        ctx = trace.get_current_span().get_span_context()
-        if ctx.is_valid:
-            entry["trace_id"] = f"{ctx.trace_id:032x}"
-            entry["span_id"] = f"{ctx.span_id:016x}"
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, separators=(",", ":"))
-
-
-def configure_logging(service: str, settings: ServiceSettings) -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter(service))
-    else:
-        handler.setFormatter(SafeFormatter("%(asctime)sZ %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
-    # aiokafka and asyncio are chatty at INFO while Kafka is unreachable.
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-
-
 def sampler_from_environment(settings: ServiceSettings, environ: Mapping[str, str] = os.environ) -> Sampler | None:
     """The sampler paymesh sets, or None to let the SDK read OTEL_TRACES_SAMPLER(_ARG) itself."""
     if environ.get(OTEL_TRACES_SAMPLER, "").strip():
         return None
-    if not settings.otlp_endpoint:
+    if trace_export(settings, environ) is None:
         # Nothing would receive the spans: recording them is pure cost.
         return ALWAYS_OFF
     raw = environ.get(OTEL_TRACES_SAMPLER_ARG, "").strip()
@@ -131,14 +92,11 @@ def sampler_from_environment(settings: ServiceSettings, environ: Mapping[str, st
 
 
 def configure_tracing(service: str, settings: ServiceSettings) -> TracerProvider:
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": service}), sampler=sampler_from_environment(settings)
-    )
-    if settings.otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    """The process's tracer provider, exporting where the OTEL_* variables say (paymesh_runtime.telemetry_export)."""
+    export = trace_export(settings)
+    provider = TracerProvider(resource=service_resource(service), sampler=sampler_from_environment(settings))
+    if export is not None:
+        provider.add_span_processor(BatchSpanProcessor(span_exporter(export)))
     trace.set_tracer_provider(provider)
     return provider
 
@@ -159,7 +117,7 @@ class MethodTelemetry:
     under a lock on every call, and an attribute dict per call is garbage.
     """
 
-    __slots__ = ("_counts", "_method", "_service", "attributes", "name", "seconds")
+    __slots__ = ("_counts", "_method", "_service", "attributes", "name", "quiet", "seconds")
 
     def __init__(self, full_method: str) -> None:
         self.name = full_method  # "/pkg.Service/Method", as OpenTelemetry's gRPC instrumentation names spans
@@ -167,6 +125,8 @@ class MethodTelemetry:
         self.attributes = {"rpc.system": "grpc", "rpc.service": self._service, "rpc.method": self._method}
         self.seconds = RPC_SECONDS.labels(self._service, self._method)
         self._counts: dict[grpc.StatusCode, Any] = {}
+        # Health checks (Envoy's every few seconds, the kubelet's probes) get no log line while they succeed.
+        self.quiet = self._service == "grpc.health.v1.Health"
 
     def observe(self, code: grpc.StatusCode, seconds: float) -> None:
         count = self._counts.get(code)
@@ -184,27 +144,50 @@ def _propagated_fields() -> frozenset[str]:
 
 def remote_context(metadata: Any) -> otel_context.Context | None:
     """The sender's trace context from gRPC metadata or Kafka headers; None when it sent none."""
+    return _received(metadata)[0]
+
+
+def _received(metadata: Any) -> tuple[otel_context.Context | None, str]:
+    """The sender's trace context (None if it sent none) and the edge's request id ("" if none), in one walk."""
     fields = _propagated_fields()
-    carrier = {
-        key: value.decode(errors="replace") if isinstance(value, bytes) else value
-        for key, value in metadata or ()
-        if key in fields
-    }
-    return propagate.extract(carrier) if carrier else None
+    carrier: dict[str, str] = {}
+    request_id: str | bytes = ""
+    for key, value in metadata or ():
+        if key in fields:
+            carrier[key] = value.decode(errors="replace") if isinstance(value, bytes) else value
+        elif key == REQUEST_ID_HEADER:
+            request_id = value
+    return (propagate.extract(carrier) if carrier else None), clean_request_id(request_id) if request_id else ""
 
 
-def start_server_span(
-    tracer: trace.Tracer, method: MethodTelemetry, metadata: Any, peer: str
-) -> tuple[Span, Token[otel_context.Context]]:
-    """Starts the server span of a call and makes it current; returns it and the token to detach."""
-    parent = remote_context(metadata)
+@dataclass
+class ServerCall:
+    """What `start_server_span` made current for one call, for `ServerCall.finish` to undo."""
+
+    span: Span
+    _context: Token[otel_context.Context]
+    _request_id: Token[str] | None
+
+    def finish(self, code: grpc.StatusCode, error: BaseException | None) -> None:
+        end_span(self.span, code, error, server=True)
+        otel_context.detach(self._context)
+        if self._request_id is not None:
+            REQUEST_ID.reset(self._request_id)
+
+
+def start_server_span(tracer: trace.Tracer, method: MethodTelemetry, metadata: Any, peer: str) -> ServerCall:
+    """Starts the server span of a call and makes it, and the edge's request id, current."""
+    parent, request_id = _received(metadata)
     span = tracer.start_span(method.name, context=parent, kind=SpanKind.SERVER)
     if span.is_recording():
         span.set_attributes(method.attributes)
         address = _peer_address(peer)
         if address:
             span.set_attribute("network.peer.address", address)
-    return span, otel_context.attach(trace.set_span_in_context(span, parent))
+        if request_id:
+            span.set_attribute("paymesh.request_id", request_id)
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    return ServerCall(span, token, REQUEST_ID.set(request_id) if request_id else None)
 
 
 def end_span(span: Span, code: grpc.StatusCode, error: BaseException | None = None, *, server: bool) -> None:

@@ -9,11 +9,17 @@ session starts, its run dir is wiped first so every session starts from
 empty databases and topics. ``PAYMESH_KEEP_STACK=1`` leaves the stack running
 after the session (and reuses a running one) for debugging; stop it with
 ``python -m devstack down --profile test``.
+
+At the end of a session that used the stack, no log of it may hold a
+credential: the stack's own secrets, or any password, token, card token or
+secret the tests sent or got over HTTP, or a JWT or bearer header
+(tests/secret_values.py).
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import signal
 import sys
@@ -23,6 +29,7 @@ from types import FrameType
 import pytest
 
 from devstack.stack import Stack
+from tests.secret_values import SecretRecorder, leaks
 
 KEEP_STACK = os.environ.get("PAYMESH_KEEP_STACK") == "1"
 
@@ -54,9 +61,28 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+# The stacks this session used, for the end-of-session check of their logs.
+_USED: list[Stack] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_credential_in_any_log() -> Iterator[None]:
+    recorder = SecretRecorder()
+    recorder.install()
+    try:
+        yield
+    finally:
+        recorder.uninstall()
+    for stack in _USED:
+        own = [getattr(stack.secrets, f.name) for f in dataclasses.fields(stack.secrets)]
+        found = leaks(stack.run_dir / "logs", [*recorder.values, *own])
+        assert not found, "credentials in the test stack's logs:\n" + "\n".join(found)
+
+
 @pytest.fixture(scope="session")
 def _test_stack() -> Iterator[Stack]:
     stack = Stack.for_profile("test")
+    _USED.append(stack)
     if not stack.pids():
         stack.wipe()  # a fresh stack (empty databases and topics) for a fresh session
     teardown = _once(lambda: None if KEEP_STACK else stack.down())

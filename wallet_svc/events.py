@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from paymesh.events.v1 import events_pb2
+from paymesh_runtime import metrics_business
 from paymesh_runtime.kafka import TOPIC_WALLETS
 from paymesh_runtime.money import Money
 from paymesh_runtime.wire import money_message
@@ -30,7 +31,9 @@ def wallet_changed(event_type: str, account: Account, reason: str = "") -> event
 
 
 def wallet_posted(posting: Posting, owner_id: str, held_after: int) -> events_pb2.Event:
-    """One posting to a user's wallet (system accounts publish nothing: they have no owner to tell)."""
+    """One posting to a user's wallet (system accounts publish nothing: they have no owner to tell); counted in
+    paymesh_ledger_postings_total as it is written."""
+    metrics_business.posted(posting.amount.currency, posting.amount.amount)
     available = Money(posting.amount.currency, posting.balance_after - held_after)
     return events_pb2.Event(
         type=POSTED,

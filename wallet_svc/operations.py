@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.events.v1 import events_pb2
@@ -49,8 +50,10 @@ class HoldPolicy:
 class Ledger:
     """The wallet service's unit-of-work layer over the store."""
 
-    def __init__(self, engine: AsyncEngine, outbox: Outbox, policy: HoldPolicy) -> None:
+    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool, outbox: Outbox, policy: HoldPolicy) -> None:
+        """`pool`: plain asyncpg connections for the batched postings (batch_operations)."""
         self._engine = engine
+        self._pool = pool
         self._outbox = outbox
         self._policy = policy
         self._system = store.SystemAccounts(engine)
@@ -141,7 +144,7 @@ class Ledger:
     async def post_all(self, requests: Sequence[ledger.PostRequest]) -> list[PostOutcome]:
         """PostTransaction for each request, judged in order, in one database transaction."""
         ids = await self._resolve({leg.account for request in requests for leg in request.legs})
-        return await batch_operations.post_all(self._engine, self._outbox, ids, requests)
+        return await batch_operations.post_all(self._pool, self._engine, self._outbox, ids, requests)
 
     # --- holds ---------------------------------------------------------------------------
 

@@ -17,3 +17,4 @@ class WalletSettings(ServiceSettings):
     hold_max_ttl_seconds: int = Field(30 * DAY, gt=0, description="Longest lifetime a hold may ask for.")
     sweeper_interval_seconds: float = Field(5.0, gt=0, description="How often expired holds are released.")
     sweeper_batch_size: int = Field(200, ge=1, description="Holds expired per sweeper transaction.")
+    batch_pool_size: int = Field(4, ge=1, description="asyncpg connections of batched postings (PostTransactions).")

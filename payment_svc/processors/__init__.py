@@ -28,6 +28,7 @@ from payment_svc.processors.resilience import (
 from payment_svc.processors.simulator import SimulatorProcessor
 from payment_svc.processors.stripe_adapter import StripeProcessor, stripe_client
 from payment_svc.settings import PaymentSettings
+from paymesh_runtime.telemetry_http import traced_transport
 
 __all__ = ["CircuitOpen", "build_processor", "export_breaker_state"]
 
@@ -92,7 +93,8 @@ def _adapter(settings: PaymentSettings) -> ProcessorClient:
             webhook_tolerance_seconds=settings.processor_webhook_tolerance_seconds,
         )
     return SimulatorProcessor(
-        http=httpx.AsyncClient(base_url=settings.processor_url, timeout=timeout),
+        # HTTP spans inside sampled traces (paymesh_runtime.telemetry_http).
+        http=httpx.AsyncClient(base_url=settings.processor_url, timeout=timeout, transport=traced_transport()),
         timeout_seconds=timeout,
         webhook_secret=settings.processor_webhook_secret.get_secret_value(),
         webhook_tolerance_seconds=settings.processor_webhook_tolerance_seconds,

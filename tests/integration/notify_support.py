@@ -3,9 +3,10 @@
 `running_notify(stack, ...)` migrates the notify database and runs what
 `python -m notify_svc` runs — the gRPC server with the production
 interceptors, the Kafka event consumer and the delivery worker, all built by
-notify_svc.server.build — on port 0. Around it: a real HTTP receiver for
-webhooks, a real SMTP sink (aiosmtpd), an aiokafka producer for test events
-and the real kcat to read the dead-letter topic.
+notify_svc.server.build — on port 0. Around it: a real HTTP receiver process
+for webhooks (tests.webhook_receiver), a real SMTP sink (aiosmtpd), an
+aiokafka producer for test events and the real kcat to read the dead-letter
+topic.
 """
 
 from __future__ import annotations
@@ -17,21 +18,20 @@ import os
 import re
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import grpc
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiosmtpd.controller import Controller
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -39,6 +39,7 @@ from grpc_status import rpc_status
 from devstack.stack import Stack
 from notify_svc.server import build
 from notify_svc.settings import NotifySettings
+from paymesh.auth.v1 import auth_pb2
 from paymesh.common.v1 import money_pb2
 from paymesh.events.v1 import events_pb2
 from paymesh.notify.v1 import notify_pb2, notify_pb2_grpc
@@ -93,10 +94,14 @@ def settings_for(stack: Stack, **overrides: object) -> NotifySettings:
         "webhook_allow_private_hosts": True,  # the receivers listen on 127.0.0.1
         "webhook_timeout_seconds": 2.0,
         "smtp_timeout_seconds": 2.0,
+        "sms_timeout_seconds": 2.0,
         "delivery_lease_seconds": 10.0,
         "delivery_max_attempts": 3,
         "delivery_backoff_base_seconds": 0.05,
         "delivery_backoff_max_seconds": 0.2,
+        "webhook_max_attempts": 3,
+        "webhook_backoff_base_seconds": 0.05,
+        "webhook_backoff_max_seconds": 0.2,
         "delivery_poll_seconds": 0.05,
         "consumer_retry_max_seconds": 1.0,
         **overrides,
@@ -190,6 +195,29 @@ def payment_event(
     return event
 
 
+def registered_event(user_id: str, email: str, display_name: str = "Test User") -> events_pb2.Event:
+    """user.registered: how notify learns a user's email address."""
+    user = auth_pb2.User(user_id=user_id, email=email, display_name=display_name)
+    return events_pb2.Event(
+        id=str(uuid.uuid4()),
+        type="user.registered",
+        aggregate_type="user",
+        aggregate_id=user_id,
+        sequence=1,
+        user_registered=events_pb2.UserRegistered(user=user),
+    )
+
+
+async def create_topics(stack: Stack, *names: str) -> None:
+    """Topics of a test's own (the broker creates none by itself)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1) for name in names])
+    finally:
+        await admin.close()
+
+
 async def produce(stack: Stack, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     """Sends (key, value) records in order and waits for the broker's acks."""
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, enable_idempotence=True, acks="all")
@@ -266,60 +294,7 @@ def read_dlq_with_kcat(stack: Stack, topic: str = TOPIC_NOTIFICATIONS_DLQ) -> li
     return records
 
 
-# --- a webhook receiver and an SMTP sink --------------------------------------------------
-
-
-@dataclass
-class ReceivedRequest:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class WebhookReceiver:
-    """A real HTTP server on 127.0.0.1 that records requests and answers `status`."""
-
-    status: int = 200
-    requests: list[ReceivedRequest] = field(default_factory=list)
-    port: int = 0
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def bodies_for(self, event_id: str) -> list[ReceivedRequest]:
-        return [r for r in list(self.requests) if r.headers.get("paymesh-event-id") == event_id]
-
-
-@contextlib.contextmanager
-def webhook_receiver(status: int = 200) -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver(status)
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with lock:
-                receiver.requests.append(
-                    ReceivedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                )
-            self.send_response(receiver.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+# --- an SMTP sink -------------------------------------------------------------------
 
 
 def _free_port() -> int:

@@ -13,8 +13,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.stack import Stack
-from paymesh.auth.v1 import auth_pb2
-from paymesh.events.v1 import events_pb2
 from paymesh.notify.v1 import notify_pb2
 from paymesh.payment.v1 import payment_pb2
 from paymesh_runtime.kafka import TOPIC_PAYMENTS, TOPIC_USERS
@@ -29,6 +27,7 @@ from tests.integration.notify_support import (
     produce,
     produce_events,
     read_dlq_with_kcat,
+    registered_event,
     running_notify,
     settings_for,
     smtp_sink,
@@ -48,18 +47,6 @@ async def notify(infra: Stack, mail: tuple[int, list[Message]]) -> AsyncIterator
     await migrate(infra)
     async with running_notify(settings_for(infra, smtp_port=mail[0])) as running:
         yield running
-
-
-def _registered(user_id: str, email: str) -> events_pb2.Event:
-    user = auth_pb2.User(user_id=user_id, email=email, display_name="Test User")
-    return events_pb2.Event(
-        id=str(uuid.uuid4()),
-        type="user.registered",
-        aggregate_type="user",
-        aggregate_id=user_id,
-        sequence=1,
-        user_registered=events_pb2.UserRegistered(user=user),
-    )
 
 
 async def test_an_event_produced_twice_yields_exactly_one_notification(infra: Stack, notify: RunningNotify) -> None:
@@ -125,7 +112,7 @@ async def test_a_redelivered_event_sends_one_email_to_the_registered_address(
 ) -> None:
     payer, payee = new_user(), new_user()
     address = f"payee-{uuid.uuid4().hex[:8]}@example.com"
-    await produce_events(infra, _registered(payee, address), topic=TOPIC_USERS)
+    await produce_events(infra, registered_event(payee, address), topic=TOPIC_USERS)
     event = payment_event(payer, payee, amount=2500)
     marker = payment_event(payer, payee, amount=1)
     marker.aggregate_id = event.aggregate_id

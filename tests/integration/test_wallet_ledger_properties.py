@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -51,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devstack.stack import Stack
 from paymesh.wallet.v1 import wallet_pb2
-from paymesh_runtime.db import create_engine
+from paymesh_runtime.db import create_engine, create_pool
 from paymesh_runtime.errors import PaymeshError
 from paymesh_runtime.money import Money
 from paymesh_runtime.outbox import Outbox
@@ -123,15 +124,17 @@ def harness(infra: Stack) -> Iterator[Harness]:
     runner.run(migrate(infra))
     wallet_settings = settings_for(infra, database_pool_size=40)
 
-    async def start() -> tuple[AsyncEngine, Ledger]:
+    async def start() -> tuple[AsyncEngine, asyncpg.Pool, Ledger]:
         engine = create_engine(wallet_settings)
+        pool = await create_pool(wallet_settings, 4)
         outbox = Outbox(store.outbox, store.outbox_sequence, "wallet_svc")
-        return engine, Ledger(engine, outbox, HoldPolicy(3600, 86_400))
+        return engine, pool, Ledger(engine, pool, outbox, HoldPolicy(3600, 86_400))
 
-    engine, ledger_ = runner.run(start())
+    engine, pool, ledger_ = runner.run(start())
     try:
         yield Harness(runner, engine, ledger_)
     finally:
+        runner.run(pool.close())
         runner.run(engine.dispose())
         runner.close()
 

@@ -28,7 +28,7 @@ from paymesh.common.v1 import money_pb2
 from paymesh.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from paymesh_runtime import migrations
 from paymesh_runtime.channels import internal_channel
-from paymesh_runtime.db import create_engine, database_probe
+from paymesh_runtime.db import create_engine, create_pool, database_probe
 from paymesh_runtime.identity import ServiceTokens
 from paymesh_runtime.server import create_server
 from tests import identity
@@ -146,8 +146,11 @@ async def running_wallet(stack: Stack, **overrides: object) -> AsyncIterator[Wal
     await migrate(stack)
     settings = settings_for(stack, **overrides)
     engine = create_engine(settings)
+    pool = await create_pool(settings, 4)
     who = callers(settings)
-    running = create_server(settings, [servicer(settings, engine)], {"postgres": database_probe(engine)}, callers=who)
+    running = create_server(
+        settings, [servicer(settings, engine, pool)], {"postgres": database_probe(engine)}, callers=who
+    )
     await running.server.start()
     address = f"127.0.0.1:{running.port}"
     tokens = ServiceTokens(settings.service_token_secret.get_secret_value())
@@ -166,4 +169,5 @@ async def running_wallet(stack: Stack, **overrides: object) -> AsyncIterator[Wal
         await payment_channel.close()
         await running.server.stop(None)
         await who.close()
+        await pool.close()
         await engine.dispose()

@@ -6,6 +6,7 @@ when the tools are missing.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -263,3 +264,117 @@ def test_the_chart_descriptor_set_is_a_copy_of_gen() -> None:
     assert (kv.CHART / "files" / "paymesh.pb").read_bytes() == kv.DESCRIPTOR.read_bytes(), (
         "charts/paymesh/files/paymesh.pb is stale: make gen"
     )
+
+
+# --- observability: traces, Envoy's stats, alert rules, dashboards -----------------------------------
+OBSERVABILITY = kv.CHART / "files" / "observability"
+
+
+def _envoy_listeners(config: Doc) -> dict[str, Doc]:
+    return {listener["name"]: listener for listener in config["static_resources"]["listeners"]}
+
+
+def test_the_services_get_the_standard_opentelemetry_variables() -> None:
+    docs = _docs(_case("everything-on"))
+    for service in SERVICES:
+        env = {e["name"]: e for e in _deployment(docs, service)["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["OTEL_SERVICE_NAME"]["value"] == f"{service}_svc"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"].startswith("http://otel-collector.")
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"]["value"] == "grpc"
+        assert env["OTEL_TRACES_SAMPLER"]["value"] == "parentbased_traceidratio"
+        assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == "service.namespace=paymesh,k8s.namespace.name=paymesh"
+        assert env["OTEL_EXPERIMENTAL_RESOURCE_DETECTORS"]["value"] == "otel,host"  # host.name: the pod
+        assert f"{service.upper()}_OTLP_ENDPOINT" not in env
+    default = _deployment(_docs(_case("default")), "payment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in {e["name"] for e in default}  # no collector, no export
+
+
+def test_otlp_headers_come_from_the_secret_when_named() -> None:
+    docs = _docs(
+        kv.Case(
+            "otlp-headers",
+            sets=("telemetry.otlpEndpoint=https://otlp.example.com", "telemetry.otlpHeadersSecretKey=OTLP_HEADERS"),
+        )
+    )
+    env = {e["name"]: e for e in _deployment(docs, "wallet")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"] == {"name": "paymesh", "key": "OTLP_HEADERS"}
+
+
+def test_envoy_traces_to_the_collector_only_when_given_one_at_the_services_ratio() -> None:
+    assert "tracing" not in _hcm(yaml.safe_load(kv.envoy_config(_docs(_case("default"))) or ""))
+    config = yaml.safe_load(kv.envoy_config(_docs(_case("everything-on"))) or "")
+    tracing = _hcm(config)["tracing"]
+    assert tracing["random_sampling"]["value"] == 2  # telemetry.samplingRatio 0.02, in percent
+    assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+    (tag,) = tracing["custom_tags"]
+    assert tag["tag"] == "http.url"
+    assert "WQ" in tag["value"]  # the query string stays out of traces
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    endpoint = clusters["otlp_collector"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {
+        "address": "otel-collector.observability.svc.cluster.local",
+        "port_value": 4317,
+    }
+    # Envoy may reach the collector where networkPolicy.otlp says it is (as the services may).
+    sets = ("telemetry.envoy.collectorHost=collector", "networkPolicy.otlp.cidrs={10.1.0.0/16}")
+    policies = _of_kind(_docs(kv.Case("otlp-egress", sets=sets)), "NetworkPolicy")
+    egress = next(p for p in policies if p["metadata"]["name"] == "paymesh-envoy")["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"port": 4317, "protocol": "TCP"}]} in egress
+
+
+def _hcm(config: Doc) -> Doc:
+    hcm: Doc = _envoy_listeners(config)["edge"]["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+def test_envoys_stats_are_served_on_their_own_port_and_nothing_else_of_the_admin_interface() -> None:
+    docs = _docs(_case("default"))
+    config = yaml.safe_load(kv.envoy_config(docs) or "")
+    stats = _envoy_listeners(config)["stats"]
+    assert stats["address"]["socket_address"]["port_value"] == 9902
+    routes = stats["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0] == {"match": {"path": "/stats/prometheus"}, "route": {"cluster": "envoy_admin"}}
+    assert routes[1]["direct_response"]["status"] == 404
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    services = {s["metadata"]["name"]: s for s in _of_kind(docs, "Service")}
+    assert [p["port"] for p in services["paymesh-envoy"]["spec"]["ports"]] == [8080]  # not on the public Service
+    assert services["paymesh-envoy-stats"]["spec"]["type"] == "ClusterIP"
+    assert [p["port"] for p in services["paymesh-envoy-stats"]["spec"]["ports"]] == [9902]
+    policy = next(p for p in _of_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "paymesh-envoy")
+    stats_rules = [rule for rule in policy["spec"]["ingress"] if rule["ports"][0]["port"] == 9902]
+    assert [rule["from"] for rule in stats_rules] == [
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    ]
+
+
+def test_the_service_monitors_scrape_every_service_and_envoy_with_the_component_as_job() -> None:
+    docs = _docs(_case("everything-on"))
+    monitors = {m["metadata"]["name"]: m["spec"] for m in _of_kind(docs, "ServiceMonitor")}
+    assert set(monitors) == {f"paymesh-{name}" for name in (*SERVICES, "envoy")}
+    assert {m["jobLabel"] for m in monitors.values()} == {"app.kubernetes.io/component"}
+    envoy = monitors["paymesh-envoy"]
+    assert envoy["endpoints"][0]["path"] == "/stats/prometheus"
+    selected = [
+        s["metadata"]["name"]
+        for s in _of_kind(docs, "Service")
+        if envoy["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    assert selected == ["paymesh-envoy-stats"]
+
+
+def test_the_prometheus_rule_ships_the_alert_rules_file_unchanged() -> None:
+    assert not _of_kind(_docs(_case("default")), "PrometheusRule")
+    (rule,) = _of_kind(_docs(_case("everything-on")), "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load((OBSERVABILITY / "alerts.yaml").read_text(encoding="utf-8"))
+
+
+def test_each_dashboard_is_a_configmap_for_grafanas_sidecar() -> None:
+    assert not [c for c in _of_kind(_docs(_case("default")), "ConfigMap") if "-dashboard-" in c["metadata"]["name"]]
+    maps = [c for c in _of_kind(_docs(_case("everything-on")), "ConfigMap") if "-dashboard-" in c["metadata"]["name"]]
+    files = sorted((OBSERVABILITY / "dashboards").glob("*.json"))
+    assert len(maps) == len(files) == 3
+    by_file = {name: text for c in maps for name, text in c["data"].items()}
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    for path in files:
+        assert json.loads(by_file[path.name]) == json.loads(path.read_text(encoding="utf-8"))

@@ -46,6 +46,13 @@ HELM_SAMPLE_VALUES = {
     "{{ .Values.envoy.maxRequestBodyBytes }}": "1048576",
     **{f"{{{{ .Values.envoy.upstreams.{s}.host }}}}": "localhost" for s in envoy_config.EDGE_SERVICES},
     **{f"{{{{ .Values.envoy.upstreams.{s}.port }}}}": str(LOCAL.grpc(s)) for s in envoy_config.EDGE_SERVICES},
+    # Tracing to a collector (rendered only when the chart names one) and the stats listener.
+    "{{- if .Values.telemetry.envoy.collectorHost }}": "",
+    "{{- end }}": "",
+    "{{ mulf (float64 .Values.telemetry.samplingRatio) 100 }}": "2",
+    "{{ .Values.telemetry.envoy.collectorHost | quote }}": '"localhost"',
+    "{{ .Values.telemetry.envoy.collectorPort }}": "4317",
+    "{{ .Values.envoy.statsPort }}": "9902",
 }
 
 
@@ -552,7 +559,8 @@ def test_an_unknown_rate_limit_mode_is_rejected() -> None:
 def test_the_helm_rendering_enforces_its_limits_with_one_endpoint_per_service() -> None:
     text = envoy_config.render_helm()
     assert "numerator: 0," not in text
-    assert text.count("- endpoint:") == len(envoy_config.EDGE_SERVICES) + 1  # + jwks_self
+    # + jwks_self, the OTLP collector and the admin interface behind the stats listener
+    assert text.count("- endpoint:") == len(envoy_config.EDGE_SERVICES) + 3
 
 
 @needs_envoy

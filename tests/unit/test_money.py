@@ -11,6 +11,29 @@ def test_currency_exponents_follow_iso_4217(currency: str, exponent: int) -> Non
     assert currency_exponent(currency) == exponent
 
 
+@pytest.mark.parametrize(("currency", "exponent"), [("XCG", 2), ("VED", 2), ("USN", 2)])
+def test_codes_added_to_iso_4217_are_accepted(currency: str, exponent: int) -> None:
+    # XCG, the Caribbean guilder, replaced ANG in 2025; it was never in a hand-written table here.
+    assert positive_money(currency, 100).currency == currency
+    assert currency_exponent(currency) == exponent
+
+
+@pytest.mark.parametrize("currency", ["ANG", "BGN", "HRK", "SLL"])
+def test_withdrawn_codes_are_refused_with_invalid_currency(currency: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        positive_money(currency, 100, field="amount")
+    assert caught.value.reason == "INVALID_CURRENCY"
+    assert caught.value.field == "amount.currency"
+    assert caught.value.metadata == {"currency": currency}
+
+
+def test_codes_without_a_minor_unit_are_not_payable() -> None:
+    # Gold, SDRs and the "no currency" code have no exponent in ISO 4217.
+    for currency in ("XAU", "XDR", "XXX"):
+        with pytest.raises(InvalidArgument):
+            currency_exponent(currency)
+
+
 @pytest.mark.parametrize("currency", ["usd", "XXX", "", "US", "BTC"])
 def test_unknown_currency_is_rejected_with_invalid_currency_naming_the_field(currency: str) -> None:
     with pytest.raises(InvalidArgument) as caught:

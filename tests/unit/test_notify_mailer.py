@@ -42,3 +42,13 @@ def test_an_ascii_subject_is_sent_as_is() -> None:
 def test_a_line_break_in_a_header_is_refused(field: str, value: str) -> None:
     with pytest.raises(ValueError, match="line break"):
         _render(**{field: value})
+
+
+def test_a_message_with_html_is_multipart_alternative_text_first() -> None:
+    mailer = SmtpMailer("127.0.0.1", 1, "paymesh <no-reply@paymesh.example>", 1.0, connections=1)
+    raw = mailer._message(Email("a@example.com", "Hi", "Grüße\nzwei", "<n2@paymesh>", "evt-2", "<p>Grüße</p>"))
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message.get_content_type() == "multipart/alternative"
+    parts = [(part.get_content_type(), part.get_content()) for part in message.iter_parts()]
+    assert parts == [("text/plain", "Grüße\nzwei"), ("text/html", "<p>Grüße</p>")]
+    assert all(line.endswith(b"\r") for line in raw.split(b"\n")[:-1])

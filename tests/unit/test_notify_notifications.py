@@ -1,10 +1,11 @@
-"""Which events notify whom (notify_svc.notifications): pure, no I/O."""
+"""Which events notify whom (notify_svc.notifications), as rendered in English (notify_svc.templates): no I/O."""
 
 from __future__ import annotations
 
 import pytest
 
-from notify_svc.notifications import event_type_matches, format_money, plan_for
+from notify_svc.notifications import Notice, event_type_matches, format_money, plan_for
+from notify_svc.templates import Message, Templates
 from paymesh.auth.v1 import auth_pb2
 from paymesh.common.v1 import money_pb2
 from paymesh.events.v1 import events_pb2
@@ -13,6 +14,11 @@ from paymesh.wallet.v1 import wallet_pb2
 
 PAYER, PAYEE = "user-payer", "user-payee"
 State = payment_pb2.Payment.State
+TEMPLATES = Templates.load()
+
+
+def _english(notice: Notice) -> Message:
+    return TEMPLATES.render(notice.template, "en", notice.params)
 
 
 def _payment_event(state: int, payer: str = PAYER, payee: str = PAYEE, **fields: object) -> events_pb2.Event:
@@ -28,7 +34,7 @@ def _payment_event(state: int, payer: str = PAYER, payee: str = PAYEE, **fields:
 
 
 def _recipients(event: events_pb2.Event) -> dict[str, str]:
-    return {notice.user_id: notice.subject for notice in plan_for(event).emails}
+    return {notice.user_id: _english(notice).subject for notice in plan_for(event).notices}
 
 
 def test_a_succeeded_payment_tells_the_payee_it_received_and_the_payer_it_paid() -> None:
@@ -54,8 +60,8 @@ def test_the_captured_amount_is_reported_when_less_than_authorized() -> None:
 def test_a_failed_payment_tells_only_the_payer_why() -> None:
     event = _payment_event(State.FAILED, failure_code="card_declined", failure_message="The card was declined")
     plan = plan_for(event)
-    assert [notice.user_id for notice in plan.emails] == [PAYER]
-    assert "The card was declined" in plan.emails[0].body
+    assert [notice.user_id for notice in plan.notices] == [PAYER]
+    assert "The card was declined" in _english(plan.notices[0]).text
     assert plan.parties == {PAYER, PAYEE}  # the merchant's webhooks still hear of it
 
 
@@ -70,14 +76,14 @@ def test_a_canceled_payment_tells_both_sides() -> None:
 @pytest.mark.parametrize("state", [State.PENDING, State.PROCESSING])
 def test_intermediate_payment_states_send_no_email_but_reach_webhooks(state: int) -> None:
     plan = plan_for(_payment_event(state))
-    assert plan.emails == ()
+    assert plan.notices == ()
     assert plan.parties == {PAYER, PAYEE}
 
 
 def test_user_registered_welcomes_the_user_and_records_the_address() -> None:
     user = auth_pb2.User(user_id="u1", email="ann@example.com", display_name="Ann")
     plan = plan_for(events_pb2.Event(type="user.registered", user_registered=events_pb2.UserRegistered(user=user)))
-    assert [(n.user_id, n.subject) for n in plan.emails] == [("u1", "Welcome to paymesh")]
+    assert [(n.user_id, _english(n).subject) for n in plan.notices] == [("u1", "Welcome to paymesh")]
     assert plan.contact is not None
     assert (plan.contact.user_id, plan.contact.email) == ("u1", "ann@example.com")
 
@@ -88,14 +94,14 @@ def test_a_frozen_wallet_tells_its_owner_with_the_reason() -> None:
         type="wallet.frozen", wallet_changed=events_pb2.WalletChanged(wallet=wallet, reason="fraud review")
     )
     plan = plan_for(event)
-    assert [(n.user_id, n.subject) for n in plan.emails] == [("u1", "Your EUR wallet was frozen")]
-    assert "fraud review" in plan.emails[0].body
+    assert [(n.user_id, _english(n).subject) for n in plan.notices] == [("u1", "Your EUR wallet was frozen")]
+    assert "Reason: fraud review" in _english(plan.notices[0]).text
 
 
 def test_a_posting_reaches_the_owners_webhooks_without_an_email() -> None:
     event = events_pb2.Event(type="wallet.posted", wallet_posted=events_pb2.WalletPosted(owner_id="u1"))
     plan = plan_for(event)
-    assert (plan.emails, plan.parties) == ((), {"u1"})
+    assert (plan.notices, plan.parties) == ((), {"u1"})
 
 
 def test_a_refund_tells_the_payer_of_the_money_back_and_the_payee() -> None:
@@ -125,7 +131,7 @@ def test_a_failed_payout_tells_its_owner() -> None:
 
 def test_an_event_without_a_known_payload_notifies_nobody() -> None:
     plan = plan_for(events_pb2.Event(id="e", type="something.new"))
-    assert (plan.parties, plan.emails, plan.contact) == (frozenset(), (), None)
+    assert (plan.parties, plan.notices, plan.contact) == (frozenset(), (), None)
 
 
 def test_an_unknown_currency_is_shown_in_minor_units_not_dropped() -> None:

@@ -1,4 +1,5 @@
-"""Webhook signatures as notify_svc sends them, and endpoint validation (notify_svc.webhooks)."""
+"""The former Paymesh-Signature scheme (still sent to endpoints with a secret from before Standard Webhooks), and
+endpoint validation (notify_svc.webhooks)."""
 
 from __future__ import annotations
 

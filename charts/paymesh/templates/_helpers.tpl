@@ -134,8 +134,27 @@ port: {{ default $c.port $u.port }}
   value: {{ $c.metricsPort | quote }}
 - name: {{ $p }}KAFKA_BOOTSTRAP_SERVERS
   value: {{ $root.Values.kafka.bootstrapServers | quote }}
-- name: {{ $p }}OTLP_ENDPOINT
-  value: {{ $root.Values.telemetry.otlpEndpoint | quote }}
+{{- /* Traces: the standard OpenTelemetry variables (paymesh_runtime.telemetry_export). */}}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "%s_svc" .name | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ include "paymesh.resourceAttributes" . | quote }}
+{{- /* host.name: the pod's name, which is its host name. */}}
+- name: OTEL_EXPERIMENTAL_RESOURCE_DETECTORS
+  value: otel,host
+{{- with $root.Values.telemetry.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $root.Values.telemetry.otlpProtocol | quote }}
+{{- with $root.Values.telemetry.otlpHeadersSecretKey }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "paymesh.secretName" $root }}
+      key: {{ . }}
+{{- end }}
+{{- end }}
 - name: OTEL_TRACES_SAMPLER
   value: parentbased_traceidratio
 - name: OTEL_TRACES_SAMPLER_ARG
@@ -166,4 +185,13 @@ port: {{ default $c.port $u.port }}
 {{- if .Values.secrets.create }}
 checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end }}
+{{- end }}
+
+{{/* OTEL_RESOURCE_ATTRIBUTES of a component: the chart's, then telemetry.resourceAttributes; args: dict "root" $ "name" <component>. */}}
+{{- define "paymesh.resourceAttributes" -}}
+{{- $attrs := list "service.namespace=paymesh" (printf "k8s.namespace.name=%s" .root.Release.Namespace) }}
+{{- range $k, $v := .root.Values.telemetry.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $attrs }}
 {{- end }}

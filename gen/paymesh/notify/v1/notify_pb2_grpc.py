@@ -30,15 +30,33 @@ class NotifyServiceStub:
     """NotifyService tells users and merchants what happened to their money.
 
     It consumes the paymesh event topics from Kafka and turns each event into
-    notifications: an email to the users involved, and a signed webhook
-    delivery to each of a merchant's WebhookEndpoints subscribed to the event
-    type. Deliveries are retried with backoff; those that keep failing go to a
-    dead-letter topic. Webhook requests carry the header
-    `Paymesh-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`
-    keyed with the endpoint's secret.
+    notifications: messages to the users involved, on the channels each user
+    chose in their NotificationPreferences (EMAIL for every event type by
+    default; SMS and PUSH once a phone number or push subscription is
+    registered and switched on), and a signed delivery to each of a merchant's
+    WebhookEndpoints subscribed to the event type.
+
+    Resources: a Notification is one message to one recipient, and also its
+    delivery record. A WebhookEndpoint belongs to the merchant who registered
+    it; its WebhookDeliveries (one per event and endpoint, each with its
+    attempts) are listed under it. NotificationPreferences is a singleton per
+    user, readable and writable by that user only (admins included: a phone
+    number or push subscription is never shown to anyone else).
+
+    Webhooks follow the Standard Webhooks specification: each request carries
+    `webhook-id` (the event id, the same on every retry: the dedupe key),
+    `webhook-timestamp` (unix seconds) and `webhook-signature`
+    (`v1,<base64 HMAC-SHA256 of "id.timestamp.body">` keyed with the
+    base64-decoded part of the endpoint's `whsec_` secret; while a rotated
+    secret overlaps, one signature per secret, space-separated). Delivery is
+    at least once with no ordering across events; failed attempts are retried
+    with exponential backoff and jitter for about three days, then the
+    delivery is dead-lettered. An endpoint that keeps failing, or answers 410
+    Gone, is disabled and its owner notified by email.
 
     Errors: VALIDATION_FAILED, INVALID_PAGE_TOKEN, RESOURCE_NOT_FOUND,
-    MERCHANT_REQUIRED, PERMISSION_DENIED.
+    MERCHANT_REQUIRED, INVALID_STATE_TRANSITION, UNAUTHENTICATED,
+    PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -67,10 +85,60 @@ class NotifyServiceStub:
                 request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.GetWebhookEndpointRequest.SerializeToString,
                 response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.FromString,
                 _registered_method=True)
+        self.UpdateWebhookEndpoint = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/UpdateWebhookEndpoint',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
         self.DeleteWebhookEndpoint = channel.unary_unary(
                 '/paymesh.notify.v1.NotifyService/DeleteWebhookEndpoint',
                 request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.DeleteWebhookEndpointRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.DisableWebhookEndpoint = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/DisableWebhookEndpoint',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.DisableWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.EnableWebhookEndpoint = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/EnableWebhookEndpoint',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.EnableWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.RotateWebhookEndpointSecret = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/RotateWebhookEndpointSecret',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.SendTestWebhookEvent = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/SendTestWebhookEvent',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.SendTestWebhookEventRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookDelivery.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/ListWebhookDeliveries',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetWebhookDelivery = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/GetWebhookDelivery',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.GetWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookDelivery.FromString,
+                _registered_method=True)
+        self.RedeliverWebhookDelivery = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/RedeliverWebhookDelivery',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.RedeliverWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookDelivery.FromString,
+                _registered_method=True)
+        self.GetNotificationPreferences = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/GetNotificationPreferences',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.GetNotificationPreferencesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.NotificationPreferences.FromString,
+                _registered_method=True)
+        self.UpdateNotificationPreferences = channel.unary_unary(
+                '/paymesh.notify.v1.NotifyService/UpdateNotificationPreferences',
+                request_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.UpdateNotificationPreferencesRequest.SerializeToString,
+                response_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.NotificationPreferences.FromString,
                 _registered_method=True)
 
 
@@ -78,15 +146,33 @@ class NotifyServiceServicer:
     """NotifyService tells users and merchants what happened to their money.
 
     It consumes the paymesh event topics from Kafka and turns each event into
-    notifications: an email to the users involved, and a signed webhook
-    delivery to each of a merchant's WebhookEndpoints subscribed to the event
-    type. Deliveries are retried with backoff; those that keep failing go to a
-    dead-letter topic. Webhook requests carry the header
-    `Paymesh-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`
-    keyed with the endpoint's secret.
+    notifications: messages to the users involved, on the channels each user
+    chose in their NotificationPreferences (EMAIL for every event type by
+    default; SMS and PUSH once a phone number or push subscription is
+    registered and switched on), and a signed delivery to each of a merchant's
+    WebhookEndpoints subscribed to the event type.
+
+    Resources: a Notification is one message to one recipient, and also its
+    delivery record. A WebhookEndpoint belongs to the merchant who registered
+    it; its WebhookDeliveries (one per event and endpoint, each with its
+    attempts) are listed under it. NotificationPreferences is a singleton per
+    user, readable and writable by that user only (admins included: a phone
+    number or push subscription is never shown to anyone else).
+
+    Webhooks follow the Standard Webhooks specification: each request carries
+    `webhook-id` (the event id, the same on every retry: the dedupe key),
+    `webhook-timestamp` (unix seconds) and `webhook-signature`
+    (`v1,<base64 HMAC-SHA256 of "id.timestamp.body">` keyed with the
+    base64-decoded part of the endpoint's `whsec_` secret; while a rotated
+    secret overlaps, one signature per secret, space-separated). Delivery is
+    at least once with no ordering across events; failed attempts are retried
+    with exponential backoff and jitter for about three days, then the
+    delivery is dead-lettered. An endpoint that keeps failing, or answers 410
+    Gone, is disabled and its owner notified by email.
 
     Errors: VALIDATION_FAILED, INVALID_PAGE_TOKEN, RESOURCE_NOT_FOUND,
-    MERCHANT_REQUIRED, PERMISSION_DENIED.
+    MERCHANT_REQUIRED, INVALID_STATE_TRANSITION, UNAUTHENTICATED,
+    PERMISSION_DENIED.
     """
 
     def ListNotifications(self, request, context):
@@ -119,9 +205,95 @@ class NotifyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateWebhookEndpoint(self, request, context):
+        """UpdateWebhookEndpoint changes an endpoint's url, event_types or
+        description (the fields named in update_mask; without a mask, the
+        fields that are set). Deliveries already made keep the old values;
+        pending ones go to the new URL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteWebhookEndpoint(self, request, context):
         """DeleteWebhookEndpoint deletes one of the caller's webhook endpoints;
         no further deliveries are made to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableWebhookEndpoint(self, request, context):
+        """DisableWebhookEndpoint stops deliveries to an endpoint: its pending
+        deliveries are canceled and events arriving while it is disabled are
+        not delivered to it. Disabling a disabled endpoint changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableWebhookEndpoint(self, request, context):
+        """EnableWebhookEndpoint resumes deliveries to a disabled endpoint (also
+        one paymesh disabled because it kept failing) for events from now on;
+        RedeliverWebhookDelivery resends earlier ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookEndpointSecret(self, request, context):
+        """RotateWebhookEndpointSecret gives an endpoint a new signing secret,
+        returned in `secret` this once. Until the overlap ends, deliveries are
+        signed with both the new and the previous secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendTestWebhookEvent(self, request, context):
+        """SendTestWebhookEvent delivers a `webhook.test` event to an enabled
+        endpoint, signed and retried like any other, and returns its delivery.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """ListWebhookDeliveries lists an endpoint's deliveries, newest first, each
+        with its attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookDelivery(self, request, context):
+        """GetWebhookDelivery returns one delivery of an endpoint with its attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeliverWebhookDelivery(self, request, context):
+        """RedeliverWebhookDelivery sends a delivered, dead-lettered or canceled
+        delivery again (same webhook-id, a fresh retry schedule) to its enabled
+        endpoint. A PENDING delivery fails with INVALID_STATE_TRANSITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNotificationPreferences(self, request, context):
+        """GetNotificationPreferences returns the caller's own preferences (the
+        defaults until they were first updated).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateNotificationPreferences(self, request, context):
+        """UpdateNotificationPreferences changes the caller's own preferences: the
+        fields named in update_mask, or without a mask the fields that are set.
+        Takes effect for events consumed from then on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,10 +322,60 @@ def add_NotifyServiceServicer_to_server(servicer, server):
                     request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.GetWebhookEndpointRequest.FromString,
                     response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.SerializeToString,
             ),
+            'UpdateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhookEndpoint,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.UpdateWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.SerializeToString,
+            ),
             'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteWebhookEndpoint,
                     request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.DeleteWebhookEndpointRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'DisableWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableWebhookEndpoint,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.DisableWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'EnableWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableWebhookEndpoint,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.EnableWebhookEndpointRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'RotateWebhookEndpointSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookEndpointSecret,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.RotateWebhookEndpointSecretRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'SendTestWebhookEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTestWebhookEvent,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.SendTestWebhookEventRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookDelivery.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'GetWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookDelivery,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.GetWebhookDeliveryRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookDelivery.SerializeToString,
+            ),
+            'RedeliverWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverWebhookDelivery,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.RedeliverWebhookDeliveryRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookDelivery.SerializeToString,
+            ),
+            'GetNotificationPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNotificationPreferences,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.GetNotificationPreferencesRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.NotificationPreferences.SerializeToString,
+            ),
+            'UpdateNotificationPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNotificationPreferences,
+                    request_deserializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.UpdateNotificationPreferencesRequest.FromString,
+                    response_serializer=paymesh_dot_notify_dot_v1_dot_notify__pb2.NotificationPreferences.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -167,15 +389,33 @@ class NotifyService:
     """NotifyService tells users and merchants what happened to their money.
 
     It consumes the paymesh event topics from Kafka and turns each event into
-    notifications: an email to the users involved, and a signed webhook
-    delivery to each of a merchant's WebhookEndpoints subscribed to the event
-    type. Deliveries are retried with backoff; those that keep failing go to a
-    dead-letter topic. Webhook requests carry the header
-    `Paymesh-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`
-    keyed with the endpoint's secret.
+    notifications: messages to the users involved, on the channels each user
+    chose in their NotificationPreferences (EMAIL for every event type by
+    default; SMS and PUSH once a phone number or push subscription is
+    registered and switched on), and a signed delivery to each of a merchant's
+    WebhookEndpoints subscribed to the event type.
+
+    Resources: a Notification is one message to one recipient, and also its
+    delivery record. A WebhookEndpoint belongs to the merchant who registered
+    it; its WebhookDeliveries (one per event and endpoint, each with its
+    attempts) are listed under it. NotificationPreferences is a singleton per
+    user, readable and writable by that user only (admins included: a phone
+    number or push subscription is never shown to anyone else).
+
+    Webhooks follow the Standard Webhooks specification: each request carries
+    `webhook-id` (the event id, the same on every retry: the dedupe key),
+    `webhook-timestamp` (unix seconds) and `webhook-signature`
+    (`v1,<base64 HMAC-SHA256 of "id.timestamp.body">` keyed with the
+    base64-decoded part of the endpoint's `whsec_` secret; while a rotated
+    secret overlaps, one signature per secret, space-separated). Delivery is
+    at least once with no ordering across events; failed attempts are retried
+    with exponential backoff and jitter for about three days, then the
+    delivery is dead-lettered. An endpoint that keeps failing, or answers 410
+    Gone, is disabled and its owner notified by email.
 
     Errors: VALIDATION_FAILED, INVALID_PAGE_TOKEN, RESOURCE_NOT_FOUND,
-    MERCHANT_REQUIRED, PERMISSION_DENIED.
+    MERCHANT_REQUIRED, INVALID_STATE_TRANSITION, UNAUTHENTICATED,
+    PERMISSION_DENIED.
     """
 
     @staticmethod
@@ -287,6 +527,33 @@ class NotifyService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/UpdateWebhookEndpoint',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteWebhookEndpoint(request,
             target,
             options=(),
@@ -303,6 +570,249 @@ class NotifyService:
             '/paymesh.notify.v1.NotifyService/DeleteWebhookEndpoint',
             paymesh_dot_notify_dot_v1_dot_notify__pb2.DeleteWebhookEndpointRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/DisableWebhookEndpoint',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.DisableWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/EnableWebhookEndpoint',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.EnableWebhookEndpointRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookEndpointSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/RotateWebhookEndpointSecret',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendTestWebhookEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/SendTestWebhookEvent',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.SendTestWebhookEventRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookDelivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/ListWebhookDeliveries',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/GetWebhookDelivery',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.GetWebhookDeliveryRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookDelivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/RedeliverWebhookDelivery',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.RedeliverWebhookDeliveryRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.WebhookDelivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNotificationPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/GetNotificationPreferences',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.GetNotificationPreferencesRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.NotificationPreferences.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNotificationPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paymesh.notify.v1.NotifyService/UpdateNotificationPreferences',
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.UpdateNotificationPreferencesRequest.SerializeToString,
+            paymesh_dot_notify_dot_v1_dot_notify__pb2.NotificationPreferences.FromString,
             options,
             channel_credentials,
             insecure,
