@@ -103,15 +103,25 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         while True:
+            # A round is not interrupted by a graceful stop: what it has sent is known only
+            # once record_outcomes has run, and a message sent but not recorded goes again
+            # after its lease. Each send is bounded by its channel's timeout, so the stop
+            # waits at most one round; only a crash leaves the at-least-once window.
+            round_ = asyncio.create_task(self._round(), name="delivery round")
             try:
-                worked = await self.run_once()
+                worked = await asyncio.shield(round_)
             except asyncio.CancelledError:
+                await round_
                 raise
-            except Exception as error:  # the database is down: wait and retry
-                log.warning("delivery worker paused: %s", failures.describe(error))
-                worked = 0
             if not worked:
                 await asyncio.sleep(self._policy.poll_seconds)
+
+    async def _round(self) -> int:
+        try:
+            return await self.run_once()
+        except Exception as error:  # the database is down: wait and retry
+            log.warning("delivery worker paused: %s", failures.describe(error))
+            return 0
 
     async def run_once(self) -> int:
         """One round: attempt a batch of due deliveries, record the outcomes, publish dead letters."""
