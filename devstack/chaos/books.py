@@ -225,7 +225,7 @@ class Receipt:
     event_id: str
     at: float  # seconds since the workload started
     accepted: bool = True  # the receiver answered 2xx
-    signature_ok: bool = True  # webhooks: Paymesh-Signature verified with the endpoint's secret
+    signature_ok: bool = True  # webhooks: the Standard Webhooks signature verified with the endpoint's secret
 
 
 @dataclass

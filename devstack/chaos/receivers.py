@@ -3,7 +3,7 @@
 WebhookReceiver listens on 127.0.0.1 (a free port) for every merchant's
 endpoint `/hooks/<run tag>/<merchant>`, answers 2xx (and, drawn from the seed, a few
 500s, so notify_svc's retries are exercised), and keeps each delivery; the
-signatures are verified at the end against the secrets the endpoints were
+Standard Webhooks signatures are verified at the end against the secrets the endpoints were
 created with (a delivery may arrive before the create call returned its secret).
 MailSinkWatcher tails the mail sink's log and notes when each Message-ID
 arrived.
@@ -12,20 +12,28 @@ arrived.
 from __future__ import annotations
 
 import email.utils
+import hmac
 import random
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from standardwebhooks.webhooks import Webhook
+
 from devstack.chaos.books import Receipt
 from devstack.ports import HOST
-from paymesh_runtime.webhook_signatures import SIGNATURE_HEADER, verify_signature
 
 EVENT_ID_HEADER = "Paymesh-Event-Id"
+# Standard Webhooks (notify_svc/signing.py): the three headers a merchant verifies.
+MESSAGE_ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+TOLERANCE_S = 300  # how far the signed timestamp may be from the receiver's clock
 MAX_BODY = 1 << 20
 POLL_S = 0.5
 
@@ -34,7 +42,9 @@ POLL_S = 0.5
 class Delivery:
     path: str
     event_id: str
-    signature: str
+    message_id: str
+    timestamp: str
+    signature: str  # space-separated `v1,<base64>` values, one per secret
     body: bytes
     at: float  # seconds since the workload started
     signed_at: float  # the receiver's wall clock, for the signature's tolerance
@@ -54,7 +64,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
         body = self.rfile.read(length) if length else b""
         status = self.server.receiver.received(
-            self.path, self.headers.get(EVENT_ID_HEADER, ""), self.headers.get(SIGNATURE_HEADER, ""), body
+            self.path,
+            self.headers.get(EVENT_ID_HEADER, ""),
+            (self.headers.get(MESSAGE_ID_HEADER, ""), self.headers.get(TIMESTAMP_HEADER, "")),
+            self.headers.get(SIGNATURE_HEADER, ""),
+            body,
         )
         self.send_response(status)
         self.send_header("Content-Length", "0")
@@ -86,10 +100,14 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def received(self, path: str, event_id: str, signature: str, body: bytes) -> int:
+    def received(self, path: str, event_id: str, signed: tuple[str, str], signature: str, body: bytes) -> int:
+        """`signed`: the delivery's (webhook-id, webhook-timestamp)."""
         with self._lock:
             status = 500 if self._rng.random() < self._failure_share else 200
-            self.deliveries.append(Delivery(path, event_id, signature, body, self._clock(), time.time(), status))
+            message_id, timestamp = signed
+            self.deliveries.append(
+                Delivery(path, event_id, message_id, timestamp, signature, body, self._clock(), time.time(), status)
+            )
         return status
 
     def receipts(self, secrets: dict[str, str]) -> list[Receipt]:
@@ -103,10 +121,25 @@ class WebhookReceiver:
                 event_id=d.event_id,
                 at=d.at,
                 accepted=200 <= d.status < 300,
-                signature_ok=d.path in secrets and verify_signature(d.signature, d.body, secrets[d.path], d.signed_at),
+                signature_ok=d.path in secrets and _verifies(d, secrets[d.path]),
             )
             for d in deliveries
         ]
+
+
+def _verifies(delivery: Delivery, secret: str) -> bool:
+    """Standard Webhooks verification as a merchant does it, judged at the time the delivery arrived (the
+    check runs after the workload): the timestamp within tolerance, one signature is the HMAC of
+    `<id>.<timestamp>.<body>` under the secret, and the id is the event's (the receiver's dedupe key)."""
+    if delivery.message_id != delivery.event_id or not delivery.timestamp.isdigit():
+        return False
+    timestamp = int(delivery.timestamp)
+    if abs(delivery.signed_at - timestamp) > TOLERANCE_S:
+        return False
+    expected = Webhook(secret).sign(
+        delivery.message_id, datetime.fromtimestamp(timestamp, UTC), delivery.body.decode("utf-8", "replace")
+    )
+    return any(hmac.compare_digest(expected, given) for given in delivery.signature.split())
 
 
 _MESSAGE_ID = re.compile(r"^Message-ID:\s*(<[^>]+>)\s*$", re.MULTILINE | re.IGNORECASE)
