@@ -247,6 +247,7 @@ async def bench_notify(stack: Stack, events: int, profile: str) -> None:
         consumer_group=f"bench_{uuid.uuid4().hex[:8]}",
         consumer_topics=(payments, users_topic),
         secret_encryption_key=base64.b64encode(os.urandom(32)).decode(),  # type: ignore[arg-type]
+        service_token_secret=base64.b64encode(os.urandom(32)).decode(),  # type: ignore[arg-type]
         smtp_port=port,
     )
     app = await build(settings)
