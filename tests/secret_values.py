@@ -16,11 +16,14 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
-# JSON fields whose values must never be logged (names as the API spells them).
-SENSITIVE_FIELDS = re.compile(r"(password|token|secret|authorization)", re.IGNORECASE)
+# JSON fields whose values must never be logged: names that end in password, token or secret
+# (card_token, access_token, signing_secret; cardToken too), and the header-like `authorization`.
+# Not names that merely contain one (the processor's `authorization_id` names a resource).
+SENSITIVE_FIELDS = re.compile(r"(password|token|secret)s?$|^authorization$", re.IGNORECASE)
 # Shorter values (e.g. "a", "1") would be found by chance in any log.
 MIN_LENGTH = 8
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
@@ -50,9 +53,17 @@ def _json(content: bytes) -> Any:
 class SecretRecorder:
     def __init__(self) -> None:
         self.values: set[str] = set()
+        # What a client itself put into a URL path (an id, or a fuzzer's string that it also sent as a
+        # token elsewhere) is the path's, which the edge's access log records by design.
+        self.in_paths: set[str] = set()
         self._restore: list[tuple[type[Any], Any]] = []
 
+    def credentials(self) -> set[str]:
+        """The values that no log may hold."""
+        return self.values - self.in_paths
+
     def saw_request(self, request: httpx.Request) -> None:
+        self.in_paths.update(part for part in unquote(request.url.path).split("/") if part)
         authorization = request.headers.get("authorization", "")
         if authorization:
             self.values |= {authorization, authorization.split(" ", 1)[-1]}

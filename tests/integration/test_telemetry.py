@@ -111,6 +111,7 @@ EVENT_PROCESS = textwrap.dedent(
     from notify_svc.consumer import EventConsumer, kafka_consumer_factory
     from notify_svc.dead_letters import DeadLetterProducer
     from notify_svc.ingest import EventRecorder
+    from notify_svc.templates import Templates
     from paymesh.events.v1 import events_pb2
     from paymesh_runtime import telemetry
     from paymesh_runtime.outbox import Outbox, OutboxRelay, kafka_producer_factory, outbox_tables
@@ -140,7 +141,9 @@ EVENT_PROCESS = textwrap.dedent(
         notify_engine = create_async_engine(notify_url)
         dead_letters = DeadLetterProducer(kafka_producer_factory(bootstrap), "unused")
         consumer = EventConsumer(
-            EventRecorder(notify_engine), dead_letters, kafka_consumer_factory(bootstrap, "unused", [topic]),
+            EventRecorder(notify_engine, Templates.load()),
+            dead_letters,
+            kafka_consumer_factory(bootstrap, "unused", [topic]),
             consumer_group="event_probe",
         )
         resume = await consumer.handle_batch(batch)
@@ -183,7 +186,10 @@ async def test_an_event_is_processed_in_the_trace_that_wrote_it_to_the_outbox(in
     spans = await _spans_of(EVENT_PROCESS, outbox_url, harness_database_url(infra), infra.kafka_bootstrap, topic)
 
     by_name = {span.name: span for _, span in spans}
-    change, processed = by_name["change"], by_name[f"{topic} process"]
+    change, published, processed = by_name["change"], by_name[f"{topic} publish"], by_name[f"{topic} process"]
+    # change -> the relay's publish (PRODUCER, a child of the span that wrote the event) -> notify's process
+    assert published.kind == trace_pb2.Span.SPAN_KIND_PRODUCER
     assert processed.kind == trace_pb2.Span.SPAN_KIND_CONSUMER
-    assert processed.trace_id == change.trace_id
-    assert processed.parent_span_id == change.span_id
+    assert processed.trace_id == published.trace_id == change.trace_id
+    assert published.parent_span_id == change.span_id
+    assert processed.parent_span_id == published.span_id

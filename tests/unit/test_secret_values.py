@@ -22,7 +22,12 @@ def test_the_recorder_keeps_credentials_of_requests_and_answers_and_nothing_else
         with httpx.Client(transport=httpx.MockTransport(_transport)) as client:
             client.post(
                 "http://edge/v1/auth/login",
-                json={"email": "a@example.com", "password": "correct-horse-battery", "card_token": "tok_abcdefgh"},
+                json={
+                    "email": "a@example.com",
+                    "password": "correct-horse-battery",
+                    "card_token": "tok_abcdefgh",
+                    "authorization_id": "auth_0123456789",  # a resource's name, not a credential
+                },
                 headers={"authorization": "Bearer opaque-token-value"},
             )
     finally:
@@ -35,6 +40,20 @@ def test_the_recorder_keeps_credentials_of_requests_and_answers_and_nothing_else
         JWT,
     }
     assert httpx.Client.send is before  # restored
+
+
+def test_a_value_the_client_put_in_a_url_path_is_not_a_credential() -> None:
+    recorder = SecretRecorder()
+    recorder.install()
+    try:
+        with httpx.Client(transport=httpx.MockTransport(_transport)) as client:
+            client.post("http://edge/v1/payments", json={"card_token": "6c1f9c1e-7f4e-4b8e-9a55-2f5f3c0e9d11"})
+            client.get("http://edge/v1/payments/6c1f9c1e-7f4e-4b8e-9a55-2f5f3c0e9d11")
+            client.post("http://edge/v1/payments", json={"card_token": "tok_only_in_a_body"})
+    finally:
+        recorder.uninstall()
+    assert "6c1f9c1e-7f4e-4b8e-9a55-2f5f3c0e9d11" in recorder.values
+    assert recorder.credentials() == {"tok_only_in_a_body", JWT}
 
 
 def test_leaks_names_each_file_and_what_it_holds(tmp_path: Path) -> None:
