@@ -51,8 +51,8 @@ down: ## stop everything `make up` started
 status: ## health of every component
 	@$(PY) -m devstack status --profile $(PROFILE)
 
-logs: ## tail the logs (make logs NAME=payment for one)
-	@$(PY) -m devstack logs --profile $(PROFILE) $(NAME)
+logs: ## the logs' last lines (NAME=payment for one, LINES=200, FOLLOW=1 to follow as tail -f does)
+	@$(PY) -m devstack logs --profile $(PROFILE) $(NAME) $(if $(LINES),--lines $(LINES)) $(if $(filter 1 yes true,$(FOLLOW)),--follow)
 
 test-unit: deps ## fast tests without I/O
 	@$(PY) -m pytest -q tests/unit

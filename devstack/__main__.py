@@ -6,6 +6,11 @@ python -m devstack down | status [--only ...] | logs [NAME] [-n LINES] [-f]
 
 --replicas and --edge-limits are kept for the run dir until `down`: a later
 `up` without them keeps them, and down/status/logs cover every replica.
+
+The local profile's ports move with PAYMESH_PORT_<NAME> variables, e.g.
+PAYMESH_PORT_ENVOY=18080 (README.md, Ports). Exit codes: 0 done (status: all
+healthy), 1 a component failed (status: not all healthy), 2 a usage error: an
+unknown component, a bad port variable.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from pathlib import Path
 
 from devstack.components import REPO_ROOT
 from devstack.envoy_config import RATE_LIMIT_MODES
-from devstack.ports import MAX_REPLICAS, REPLICABLE, parse_replicas
+from devstack.ports import MAX_REPLICAS, REPLICABLE, PortsError, parse_replicas
 from devstack.procs import StackError, tail
-from devstack.stack import ALL, GROUPS, PROFILES, ComponentStatus, Stack
+from devstack.stack import ALL, GROUPS, PROFILES, ComponentStatus, Stack, UnknownComponent, unknown_component
 from devstack.topology import Topology, parse_instance
 
 REGISTER_BODY = (
@@ -95,9 +100,23 @@ def _print_first_steps(stack: Stack, started: list[str]) -> None:
         print(f"{grpcurl} -plaintext 127.0.0.1:{stack.ports.auth} list")
 
 
+def usage_error(message: str) -> int:
+    """One line on stderr and exit code 2, as argparse does for a bad option: no traceback for a typo."""
+    print(f"python -m devstack: {message}", file=sys.stderr)
+    return 2
+
+
 def cmd_up(stack: Stack, only: list[str] | None) -> int:
     try:
         wanted = stack.resolve(only)
+    except UnknownComponent as exc:
+        return usage_error(str(exc))
+    try:
+        stack.check_ports(wanted)
+    except StackError as exc:
+        print(f"devstack up: nothing started:\n{exc}", file=sys.stderr)
+        return 1
+    try:
         stack.up(only)
     except StackError as exc:
         print(f"\ndevstack up failed:\n{exc}", file=sys.stderr)
@@ -116,6 +135,8 @@ def cmd_up(stack: Stack, only: list[str] | None) -> int:
 def cmd_status(stack: Stack, only: list[str] | None) -> int:
     try:
         rows = stack.status(only)
+    except UnknownComponent as exc:
+        return usage_error(str(exc))
     except StackError as exc:
         print(f"devstack status: {exc}", file=sys.stderr)
         return 2
@@ -135,29 +156,33 @@ def cmd_logs(stack: Stack, name: str | None, lines: int, follow: bool) -> int:
     else:
         base = name.removesuffix("_svc")
         if base not in ALL and base not in replica_logs:
-            print(f"unknown component {name!r}; expected one of {[*ALL, *replica_logs]}", file=sys.stderr)
-            return 2
+            return usage_error(str(unknown_component(name, [*ALL, *replica_logs])))
         names = [base, *(n for n in replica_logs if parse_instance(n)[0] == base)]
     paths = {n: logs_dir / f"{n}.log" for n in names}
     paths = {n: p for n, p in paths.items() if p.exists()}
     if not paths:
         print(f"no logs yet in {stack.run_dir / 'logs'}", file=sys.stderr)
         return 1
+    # Where the last lines end and following starts: a line written meanwhile is printed once, by _follow.
+    offsets = {component: path.stat().st_size for component, path in paths.items()}
     for component, path in paths.items():
         if len(paths) > 1:
             print(f"==> {component} ({path}) <==")
-        print(tail(path, lines))
+        print(tail(path, lines, end=offsets[component]))
     if follow:
-        _follow(paths, prefix=len(paths) > 1)
+        sys.stdout.flush()  # the last lines first, also into a pipe (make logs FOLLOW=1 | grep ...)
+        _follow(paths, offsets, prefix=len(paths) > 1)
     return 0
 
 
-def _follow(paths: dict[str, Path], prefix: bool) -> None:
-    offsets = {name: path.stat().st_size for name, path in paths.items()}
+def _follow(paths: dict[str, Path], offsets: dict[str, int], prefix: bool) -> None:
     try:
         while True:
             for name, path in paths.items():
                 with path.open("rb") as handle:
+                    # As tail -f: a log cut short (cleared by hand) is read again from its start.
+                    if path.stat().st_size < offsets[name]:
+                        offsets[name] = 0
                     handle.seek(offsets[name])
                     chunk = handle.read()
                     offsets[name] = handle.tell()
@@ -171,7 +196,10 @@ def _follow(paths: dict[str, Path], prefix: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[devstack] %(message)s")
-    stack = Stack.for_profile(args.profile, args.run_dir)
+    try:
+        stack = Stack.for_profile(args.profile, args.run_dir)
+    except PortsError as exc:
+        return usage_error(str(exc))
     if args.command == "up" and (args.replicas is not None or args.edge_limits is not None):
         recorded = stack.topology
         topology = Topology(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.credentials import Secrets
-from devstack.ports import HOST, Ports
+from devstack.ports import HOST, Ports, how_to_free
 from devstack.procs import ManagedProcess, RunAs, StackError, tail
 from devstack.topology import Topology
 
@@ -73,6 +73,47 @@ def fingerprint(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class Progress:
+    """Says every `interval` seconds how long a component has been waited for: "waiting for kafka… 12 s".
+
+    A cold Kafka or a first migration can take a minute or two; without it `make up` looks hung.
+    Through the devstack logger: stderr in the CLI, captured with the rest of the log under pytest.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.interval = interval
+        self._clock = clock
+        self._say = say or log.info
+        self.started = clock()
+        self._next = self.started + interval
+
+    def tick(self) -> None:
+        """Called on every poll; speaks once an interval has passed since it last did."""
+        now = self._clock()
+        if now < self._next:
+            return
+        self._say(f"waiting for {self.name}… {now - self.started:.0f} s (python -m devstack logs {self.name})")
+        self._next = now + self.interval
+
+
+def busy_ports(component: Component) -> list[str]:
+    """One line per port of `component` that another process holds, naming the variable that moves it."""
+    ctx = component.ctx
+    return [
+        f"{component.name}: port {port} on {HOST} is taken by another process "
+        f"(`ss -ltnp 'sport = :{port}'` shows which); {how_to_free(ctx.profile, ctx.ports, port)}"
+        for port in component.ports()
+        if not port_is_free(port)
+    ]
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,6 +131,8 @@ class Component(ABC):
     start_timeout: float = 60.0
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 20.0
+    # How often a start that is still waiting says so (Progress).
+    progress_interval: float = 5.0
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -145,24 +188,27 @@ class Component(ABC):
         fingerprint = self.config_fingerprint()
         if self.is_running():
             if fingerprint is None or self._recorded_fingerprint() == fingerprint:
-                self._wait_until(self.is_ready, "did not become ready")
+                self._wait_until(self.is_ready, "did not become ready", self._progress())
                 self.after_ready()
                 return False
             log.info("%s: configuration changed since it started: restarting", self.name)
             self.stop()
-        busy = [port for port in self.ports() if not port_is_free(port)]
+        busy = busy_ports(self)
         if busy:
-            raise StackError(
-                f"{self.name}: port(s) {busy} on {HOST} are taken by another process (another stack? check `ss -ltnp`)"
-            )
+            raise StackError("\n".join(busy))
         self.prepare()
         self.process.spawn(self.command(), self.process_env(), self.ctx.repo, self.run_as())
         if fingerprint is not None:
             self.ctx.config_path(self.name).write_text(fingerprint + "\n")
-        self._wait_until(self.is_ready, "did not become ready")
+        # One clock for both waits: the developer waits for the component, not for a phase of it.
+        progress = self._progress()
+        self._wait_until(self.is_ready, "did not become ready", progress)
         self.after_ready()
-        self._wait_until(self.is_healthy, "is running but not healthy")
+        self._wait_until(self.is_healthy, "is running but not healthy", progress)
         return True
+
+    def _progress(self) -> Progress:
+        return Progress(self.name, self.progress_interval)
 
     def stop(self) -> None:
         self.process.stop(self.stop_signal, self.stop_timeout)
@@ -183,9 +229,10 @@ class Component(ABC):
             return "down"
         return "healthy" if self.is_healthy() else "unhealthy"
 
-    def _wait_until(self, check: ReadyCheck, failure: str) -> None:
+    def _wait_until(self, check: ReadyCheck, failure: str, progress: Progress) -> None:
         deadline = time.monotonic() + self.start_timeout
         while True:
+            progress.tick()
             if not self.is_running() or self.process.has_exited():
                 raise ComponentFailed(self.name, "process exited while starting", self.log_path)
             if check():

@@ -34,7 +34,7 @@ from string import Template
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
-from devstack.ports import HOST, LOCAL, SERVICES, Ports, parse_replicas, test_ports
+from devstack.ports import HOST, SERVICES, Ports, local_ports, parse_replicas, test_ports
 from devstack.tracing import edge_sampling_percent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -651,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.helm:
         text = render_helm()
     else:
-        ports = LOCAL if args.profile == "local" else test_ports(args.port_base)
+        ports = local_ports() if args.profile == "local" else test_ports(args.port_base)
         try:
             replicas = parse_replicas(args.replicas)
         except ValueError as exc:

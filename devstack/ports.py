@@ -5,6 +5,11 @@ Two profiles: ``local`` (``make up``; the documented ports) and ``test``
 run side by side, e.g. ``PAYMESH_TEST_PORT_BASE=32000``). Everything binds
 127.0.0.1.
 
+Each of the local profile's ports can be moved by an environment variable,
+``PAYMESH_PORT_<FIELD>`` (``PAYMESH_PORT_ENVOY=18080 make up``; the list is
+in README.md): a developer whose 8080 is taken moves that one port, not the
+whole stack. A service's metrics and replica ports follow its gRPC port.
+
 Replicas: payment_svc and wallet_svc may run as several processes
 (``python -m devstack up --replicas payment=2,wallet=2``). Replica ``k`` (1 is
 the one every stack has) listens on the profile's port for the service plus
@@ -26,7 +31,10 @@ are 2000 apart never share a port.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 HOST = "127.0.0.1"
@@ -137,3 +145,96 @@ def test_ports(base: int | None = None) -> Ports:
 
 # Not a pytest test, despite its name.
 test_ports.__test__ = False  # type: ignore[attr-defined]
+
+
+# --- the local profile's overrides ----------------------------------------------------------
+PORT_VARIABLE_PREFIX = "PAYMESH_PORT_"
+# Unprivileged ports only: below 1024 a developer's bind fails for want of root, not because the port is taken.
+MIN_PORT, MAX_PORT = 1024, 65535
+# Every port a stack listens on, by Ports field; metrics_offset is a distance, not a port.
+PORT_FIELDS = tuple(f.name for f in dataclasses.fields(Ports) if f.name != "metrics_offset")
+
+
+class PortsError(ValueError):
+    """A port variable is malformed, unknown or clashes with another port; the message names the variable."""
+
+
+def port_variable(field: str) -> str:
+    """The environment variable that moves a local-profile port: envoy_admin -> PAYMESH_PORT_ENVOY_ADMIN."""
+    return PORT_VARIABLE_PREFIX + field.upper()
+
+
+def local_ports(environ: Mapping[str, str] | None = None) -> Ports:
+    """The local profile's ports: LOCAL, with each PAYMESH_PORT_<FIELD> that is set (and not empty) instead."""
+    env = os.environ if environ is None else environ
+    variables = {port_variable(field): field for field in PORT_FIELDS}
+    for name in sorted(env):
+        if name.startswith(PORT_VARIABLE_PREFIX) and name not in variables:
+            close = difflib.get_close_matches(name, variables, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise PortsError(f"{name} is not a paymesh port variable; {hint}known: {', '.join(variables)}")
+    overrides: dict[str, int] = {}
+    for name, field in variables.items():
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        if not raw.isdigit() or not MIN_PORT <= int(raw) <= MAX_PORT:
+            raise PortsError(f"{name}={raw!r}: expected a TCP port number, {MIN_PORT}..{MAX_PORT}")
+        overrides[field] = int(raw)
+    ports = dataclasses.replace(LOCAL, **overrides)
+    _check_distinct(ports)
+    return ports
+
+
+def _listeners(ports: Ports) -> list[tuple[int, str, str]]:
+    """(port, what listens there, the Ports field whose variable moves it) with one replica of each service."""
+    found = [(getattr(ports, f), f"{f} gRPC" if f in SERVICES else f, f) for f in PORT_FIELDS]
+    return found + [(ports.metrics(s), f"{s} metrics", s) for s in SERVICES]
+
+
+def _check_distinct(ports: Ports) -> None:
+    seen: dict[int, tuple[str, str]] = {}
+    for port, what, field in _listeners(ports):
+        if port > MAX_PORT:
+            moved = f"{port_variable(field)}={getattr(ports, field)}"
+            raise PortsError(f"{moved}: {what} would be {port}, beyond {MAX_PORT}")
+        if port in seen:
+            other, other_field = seen[port]
+            raise PortsError(
+                f"{other} and {what} would both listen on {port}: "
+                f"set {port_variable(other_field)} or {port_variable(field)} to another port"
+            )
+        seen[port] = (what, field)
+
+
+def owner_of(ports: Ports, port: int) -> tuple[str, str] | None:
+    """(what listens on `port`, the Ports field that moves it), replicas included; None if none of ours."""
+    for listening, what, field in _listeners(ports):
+        if listening == port:
+            return what, field
+    for service in REPLICABLE:
+        for replica in range(2, MAX_REPLICAS + 1):
+            if port == ports.grpc(service, replica):
+                return f"{service}-{replica} gRPC", service
+            if port == ports.metrics(service, replica):
+                return f"{service}-{replica} metrics", service
+    return None
+
+
+def how_to_free(profile: str, ports: Ports, port: int) -> str:
+    """What a developer sets to move `port` of a `profile` stack elsewhere."""
+    if profile != "local":
+        return "set PAYMESH_TEST_PORT_BASE to another base (a test stack takes the 2000 ports above it)"
+    owner = owner_of(ports, port)
+    if owner is None:
+        return "move it with its PAYMESH_PORT_* variable (README.md, Ports)"
+    what, field = owner
+    variable = port_variable(field)
+    # Metrics and replica ports have no variable of their own: they follow the service's gRPC port.
+    follows = "" if what in (field, f"{field} gRPC") else f" ({what} follows it)"
+    return f"set {variable} to a free port, e.g. {variable}={_suggest(getattr(ports, field))} make up{follows}"
+
+
+def _suggest(port: int) -> int:
+    # The same port 10000 higher (or lower) is easy to recognise; whether it is free is checked when it is used.
+    return port + 10000 if port + 10000 <= MAX_PORT else port - 10000

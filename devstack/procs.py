@@ -44,14 +44,13 @@ class RunAs:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    """The last `lines` lines of a log file ('' if it does not exist)."""
+def tail(path: Path, lines: int = 30, end: int | None = None) -> str:
+    """The last `lines` lines of a log file ('' if it does not exist), up to byte `end` if given."""
     try:
         with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
+            size = handle.seek(0, os.SEEK_END) if end is None else end
             handle.seek(max(0, size - 64 * 1024))
-            text = handle.read().decode("utf-8", errors="replace")
+            text = handle.read(size - handle.tell()).decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
     return "\n".join(text.splitlines()[-lines:])

@@ -11,6 +11,7 @@ scaled.up()                    # also payment-2 and wallet-2; Envoy and payment_
 
 from __future__ import annotations
 
+import difflib
 import logging
 import shutil
 import signal
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import ports as port_plan
-from devstack.components import REPO_ROOT, Component, Context
+from devstack.components import REPO_ROOT, Component, Context, busy_ports
 from devstack.credentials import Secrets, load_or_create
 from devstack.edge import Envoy
 from devstack.jaeger import Jaeger
@@ -78,9 +79,23 @@ def port_base(ports: Ports) -> int:
 
 
 def profile_ports(profile: str) -> Ports:
+    """The local profile's ports (PAYMESH_PORT_* move them; PortsError names a bad one) or the test profile's."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
-    return port_plan.LOCAL if profile == "local" else port_plan.test_ports()
+    return port_plan.local_ports() if profile == "local" else port_plan.test_ports()
+
+
+class UnknownComponent(StackError):
+    """A name that is neither a component nor a group; its message is one line, for the CLI to print as is."""
+
+
+def unknown_component(name: str, components: Sequence[str], groups: Iterable[str] = ()) -> UnknownComponent:
+    """The error for an unknown name: what was asked, the nearest known name if one is close, what exists."""
+    known = [*components, *groups]
+    close = difflib.get_close_matches(name.removesuffix("_svc"), known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    also = f"; groups: {', '.join(groups)}" if groups else ""
+    return UnknownComponent(f"unknown component {name!r}; {hint}components: {', '.join(components)}{also}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +169,7 @@ class Stack:
             elif name in known:
                 wanted.add(name)
             else:
-                raise StackError(f"unknown component {raw!r}; expected {sorted(GROUPS) + known}")
+                raise unknown_component(raw, known, sorted(GROUPS))
         return [name for name in known if name in wanted]
 
     # --- configuration for clients (tests, services) ---------------------------
@@ -207,7 +222,7 @@ class Stack:
         if service in SERVICES:
             return Service(ctx, service, replica)
         if name not in builders:
-            raise StackError(f"unknown component {name!r}; expected one of {self.names}")
+            raise unknown_component(name, self.names)
         return builders[name]()
 
     # --- lifecycle ----------------------------------------------------------------
@@ -219,11 +234,23 @@ class Stack:
         stop once Envoy no longer lists them.
         """
         wanted = self.resolve(components)
+        self.check_ports(wanted)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.topology.record(self.run_dir)
         for stage in self.stages:
             self._in_parallel([name for name in stage if name in wanted], self.start_component)
         self._in_parallel([name for name in wanted if name not in self.names], self.stop_component)
+
+    def check_ports(self, names: Iterable[str]) -> None:
+        """Fail before anything starts if a port of a component that is to start is taken.
+
+        Envoy starts last: without this, a taken 8080 would surface after Kafka's minute of start-up.
+        Each component checks again as it starts (another process may take a port meanwhile).
+        """
+        stopped = [self.component(name) for name in names if not self.component(name).is_running()]
+        busy = [line for component in stopped for line in busy_ports(component)]
+        if busy:
+            raise StackError("\n".join(busy))
 
     def down(self) -> None:
         """Stop every component that runs from this run dir, last stage first; forget the topology."""
