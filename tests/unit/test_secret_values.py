@@ -1,70 +1,168 @@
-"""The end-of-session log check (tests/secret_values.py) finds what it must, and only that."""
+"""The end-of-session credential check (tests/secret_values.py): what the recorder remembers, what `leaks`
+finds in a log directory, and why the edge access log's `path` field may hold a value the tests sent there.
+
+The recorder is installed over httpx for one test at a time and talks to an
+httpx.MockTransport; the logs are files the tests write in a temporary
+directory.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
+from google.api import annotations_pb2
 
-from tests.secret_values import SecretRecorder, leaks
+from paymesh.auth.v1 import auth_pb2
+from paymesh.notify.v1 import notify_pb2
+from paymesh.payment.v1 import payment_pb2
+from paymesh.wallet.v1 import wallet_pb2
+from tests.secret_values import SENSITIVE_FIELDS, SecretRecorder, leaks
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEyMyJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
 
-def _transport(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, json={"access_token": JWT, "user": {"user_id": "u-1234567890"}, "expires_in": 900})
+def _answer(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/v1/webhook-endpoints":
+        return httpx.Response(200, json={"endpoint_id": "e-1", "signing_secret": "whsec_answered_1234"})
+    return httpx.Response(200, text="signing_secret=whsec_plain_text_9876")  # not JSON: not read
 
 
-def test_the_recorder_keeps_credentials_of_requests_and_answers_and_nothing_else() -> None:
-    recorder, before = SecretRecorder(), httpx.Client.send
-    recorder.install()
-    try:
-        with httpx.Client(transport=httpx.MockTransport(_transport)) as client:
-            client.post(
-                "http://edge/v1/auth/login",
-                json={
-                    "email": "a@example.com",
-                    "password": "correct-horse-battery",
-                    "card_token": "tok_abcdefgh",
-                    "authorization_id": "auth_0123456789",  # a resource's name, not a credential
-                },
-                headers={"authorization": "Bearer opaque-token-value"},
-            )
-    finally:
-        recorder.uninstall()
-    assert recorder.values == {
-        "Bearer opaque-token-value",
-        "opaque-token-value",
-        "correct-horse-battery",
-        "tok_abcdefgh",
-        JWT,
-    }
-    assert httpx.Client.send is before  # restored
-
-
-def test_a_value_the_client_put_in_a_url_path_is_not_a_credential() -> None:
+@pytest.fixture
+def recorder() -> Iterator[SecretRecorder]:
     recorder = SecretRecorder()
     recorder.install()
     try:
-        with httpx.Client(transport=httpx.MockTransport(_transport)) as client:
-            client.post("http://edge/v1/payments", json={"card_token": "6c1f9c1e-7f4e-4b8e-9a55-2f5f3c0e9d11"})
-            client.get("http://edge/v1/payments/6c1f9c1e-7f4e-4b8e-9a55-2f5f3c0e9d11")
-            client.post("http://edge/v1/payments", json={"card_token": "tok_only_in_a_body"})
+        yield recorder
     finally:
         recorder.uninstall()
-    assert "6c1f9c1e-7f4e-4b8e-9a55-2f5f3c0e9d11" in recorder.values
-    assert recorder.credentials() == {"tok_only_in_a_body", JWT}
 
 
-def test_leaks_names_each_file_and_what_it_holds(tmp_path: Path) -> None:
-    (tmp_path / "payment.log").write_text('{"msg":"login","password":"correct-horse-battery"}\n')
-    (tmp_path / "envoy.log").write_text(f"authorization: Bearer {JWT}\n")
-    (tmp_path / "auth.log").write_text('{"msg":"rpc /paymesh.auth.v1.AuthService/Login OK 3.1ms"}\n')
-    (tmp_path / "mailsink.log").write_text("Your reset code: correct-horse-battery\n")  # the mailbox, not a log
-    found = leaks(tmp_path, ["correct-horse-battery", "short"])
+def test_the_recorder_remembers_every_credential_a_request_or_answer_holds(recorder: SecretRecorder) -> None:
+    with httpx.Client(transport=httpx.MockTransport(_answer), base_url="http://edge") as client:
+        client.post(
+            "/v1/payments",
+            headers={"authorization": f"Bearer {JWT}"},
+            json={"source": {"card_token": "tok_mastercard"}, "items": [{"bank_account_token": "btok_success"}]},
+        )
+        client.post("/v1/auth/login", json={"email": "ada@example.com", "password": "correct horse battery"})
+        client.post("/v1/webhook-endpoints", json={"url": "https://shop.example.com/hooks"})
+        client.get("/v1/payments/pay-1", params={"access_token": "query-token-5678", "page_size": "100000000"})
+        client.get("/v1/other", params={"token": "short"})
+    assert recorder.values == {
+        f"Bearer {JWT}",
+        JWT,
+        "tok_mastercard",
+        "btok_success",
+        "correct horse battery",
+        "whsec_answered_1234",
+        "query-token-5678",
+    }  # not the email, the URL, the page size, a value under 8 characters, or what a non-JSON answer says
+    assert {"/v1/payments", "/v1/auth/login", "/v1/payments/pay-1", "/v1/other"} <= recorder.paths
+
+
+def test_the_recorder_sees_async_clients_and_lets_go_when_uninstalled() -> None:
+    recorder, plain = SecretRecorder(), httpx.AsyncClient.send
+    recorder.install()
+    try:
+
+        async def main() -> None:
+            async with httpx.AsyncClient(transport=httpx.MockTransport(_answer), base_url="http://edge") as client:
+                await client.post("/v1/auth/register", json={"password": "async-password-1"})
+
+        asyncio.run(main())
+    finally:
+        recorder.uninstall()
+    assert recorder.values == {"async-password-1"}
+    assert httpx.AsyncClient.send is plain
+    with httpx.Client(transport=httpx.MockTransport(_answer)) as client:
+        client.post("http://edge/v1/auth/login", json={"password": "after-uninstall"})
+    assert "after-uninstall" not in recorder.values
+
+
+def _logs(tmp_path: Path, **files: str) -> Path:
+    tmp_path.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (tmp_path / f"{name}.log").write_text(text)
+    return tmp_path
+
+
+def _access(path: str, **more: str) -> str:
+    return json.dumps({"method": "GET", "path": path, "response_code": 404, "request_id": "r-1", **more}) + "\n"
+
+
+def test_leaks_names_each_file_and_value_but_not_the_mailbox(tmp_path: Path) -> None:
+    logs = _logs(
+        tmp_path,
+        payment='{"msg":"charging tok_mastercard"}\n',
+        auth='{"msg":"ok"}\n',
+        mailsink="Subject: your password correct horse battery\n",
+        wallet=f'{{"msg":"got {JWT}"}}\n{{"msg":"header authorization: Bearer abcdefghijklmnopqrstu"}}\n',
+    )
+    found = leaks(logs, ["tok_mastercard", "correct horse battery", "short"])
     assert found == [
-        "envoy.log: a JWT (eyJhbGciOiJF...)",
-        "envoy.log: a bearer header (Bearer eyJ...)",
-        "payment.log: a value the tests used as a credential (corr...)",
+        "payment.log: a value the tests used as a credential (tok_...)",
+        "wallet.log: a JWT (eyJhbGciOiJF...)",
+        "wallet.log: a bearer header (Bearer abc...)",
     ]
-    assert leaks(tmp_path / "none", ["correct-horse-battery"]) == []
+
+
+def test_a_value_the_tests_sent_in_a_path_is_no_leak_in_the_access_logs_path_field(tmp_path: Path) -> None:
+    # The edge fuzz test sends tok_visa as a card token, and also as a (random) wallet id in a path.
+    logs = _logs(tmp_path, envoy=_access("/v1/wallets/tok_visa/entries"))
+    assert leaks(logs, ["tok_visa"], sent_paths=["/v1/wallets/tok_visa/entries"]) == []
+
+
+def test_a_value_in_a_path_no_test_sent_it_in_is_a_leak(tmp_path: Path) -> None:
+    logs = _logs(tmp_path, envoy=_access("/v1/wallets/tok_visa/entries"))
+    assert leaks(logs, ["tok_visa"]) == ["envoy.log: a value the tests used as a credential (tok_...)"]
+    assert leaks(logs, ["tok_visa"], sent_paths=["/v1/wallets/w-1/entries"])
+
+
+def test_outside_the_path_field_or_the_access_log_the_value_is_always_a_leak(tmp_path: Path) -> None:
+    sent = ["/v1/wallets/tok_visa"]
+    in_another_field = _logs(tmp_path / "a", envoy=_access("/v1/wallets/tok_visa", grpc_method="/x?card=tok_visa"))
+    assert leaks(in_another_field, ["tok_visa"], sent)
+    in_a_service_log = _logs(tmp_path / "b", payment='{"path":"/v1/wallets/tok_visa"}\n')
+    assert leaks(in_a_service_log, ["tok_visa"], sent)
+    not_json = _logs(tmp_path / "c", envoy="[warning] upstream said path=/v1/wallets/tok_visa\n")
+    assert leaks(not_json, ["tok_visa"], sent)
+
+
+def test_a_jwt_in_a_path_is_a_leak_even_when_the_tests_sent_it_there(tmp_path: Path) -> None:
+    logs = _logs(tmp_path, envoy=_access(f"/v1/payments/{JWT}"))
+    assert leaks(logs, [JWT], sent_paths=[f"/v1/payments/{JWT}"]) == ["envoy.log: a JWT (eyJhbGciOiJF...)"]
+
+
+# --- no route carries a credential in its path: what makes the access log's paths safe to keep ------------
+
+
+def _path_variables() -> dict[str, list[str]]:
+    """The variables of every HTTP binding's path template, by method (google.api.http, additional
+    bindings included)."""
+    found: dict[str, list[str]] = {}
+    for module in (auth_pb2, wallet_pb2, payment_pb2, notify_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                options = method.GetOptions()
+                if not options.HasExtension(annotations_pb2.http):
+                    continue
+                top = options.Extensions[annotations_pb2.http]
+                for rule in (top, *top.additional_bindings):
+                    pattern = rule.WhichOneof("pattern")
+                    template = rule.custom.path if pattern == "custom" else getattr(rule, pattern or "get")
+                    found.setdefault(method.full_name, []).extend(re.findall(r"{([a-z_.]+)", template))
+    return found
+
+
+def test_no_http_route_takes_a_credential_in_its_path() -> None:
+    variables = _path_variables()
+    assert len(variables) >= 25  # every routed method was read
+    assert any(variables.values())  # ...and path variables were found at all
+    sensitive = {method: names for method, names in variables.items() if any(SENSITIVE_FIELDS.search(n) for n in names)}
+    assert sensitive == {}
