@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -232,9 +237,53 @@ def test_a_database_error_is_logged_without_its_statement_or_parameters() -> Non
     assert "DBAPIError" in line
 
 
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is New York's (UTC-5 in January) for the test: a formatter that used
+    local time would be 5 hours off, whatever zone the machine running the tests is in."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    assert time.localtime(0).tm_hour == 19, "no tz database for America/New_York"
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.usefixtures("new_york")
 def test_log_times_are_utc_whatever_the_local_time_zone() -> None:
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "hello", None, None)
-    record.created = 0.0  # 1970-01-01T00:00:00 UTC
+    record.created = 0.0  # 1970-01-01T00:00:00 UTC, 1969-12-31T19:00:00 in New York
     record.msecs = 0
     entry = json.loads(telemetry.JsonFormatter("svc").format(record))
     assert entry["ts"] == "1970-01-01T00:00:00.000Z"
+    text = telemetry.SafeFormatter("%(asctime)sZ %(message)s").format(record)
+    assert text.startswith("1970-01-01 00:00:00,000Z hello")
+
+
+def test_a_service_process_in_new_york_logs_rfc3339_utc() -> None:
+    """A whole process configured as a service configures itself (configure_logging), with TZ set the way
+    a host in New York would set it."""
+    program = (
+        "import logging\n"
+        "from paymesh_runtime.settings import ServiceSettings\n"
+        "from paymesh_runtime.telemetry_logs import configure_logging\n"
+        "configure_logging('svc', ServiceSettings(database_url='postgresql+asyncpg://u@127.0.0.1/d'))\n"
+        "logging.getLogger('t').info('hello')\n"
+    )
+    before = datetime.now(UTC)
+    run = subprocess.run(
+        [sys.executable, "-c", program],
+        env={**os.environ, "TZ": "America/New_York"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    after = datetime.now(UTC)
+    (line,) = run.stdout.splitlines()
+    stamp = json.loads(line)["ts"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp  # RFC 3339, UTC
+    logged = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before - timedelta(seconds=1) <= logged <= after + timedelta(seconds=1)
