@@ -25,6 +25,7 @@ import pytest
 from devstack.envoy_config import EDGE_SERVICE_NAME
 from devstack.stack import Stack
 from tests.e2e.test_authorization import Edge, Person
+from tests.webhook_receiver import receiver_process
 
 pytestmark = pytest.mark.e2e
 
@@ -276,3 +277,42 @@ def test_each_payment_of_a_batch_reaches_the_shared_wallet_call(edge: Edge, jaeg
         assert batch.name == BATCH
         assert (trace.trace_id, create.span_id) in batch.links
         assert batch_trace.named("wallet_svc", POST_TRANSACTIONS)
+
+
+def _webhook_delivered(trace: Trace) -> bool:
+    return any(s.tags.get("paymesh.delivery.outcome") == "DELIVERED" for s in trace.named("notify_svc", "webhook POST"))
+
+
+def test_a_card_payment_traces_the_processor_call_and_the_merchants_webhook(
+    edge: Edge, jaeger: Jaeger, stack: Stack
+) -> None:
+    buyer, shop = edge.person(), edge.person("MERCHANT")
+    with receiver_process() as receiver:
+        endpoint = {"url": receiver.url("ok"), "event_types": ["payment.succeeded"]}
+        assert edge.call("POST", "/v1/webhook-endpoints", shop, endpoint).status_code == 200
+        body = {"source": {"card_token": "tok_visa"}, "destination_wallet_id": shop.wallet_id, "amount": _usd(900)}
+        reply = edge.call("POST", "/v1/payments", buyer, body, **{"idempotency-key": uuid.uuid4().hex})
+        assert reply.status_code == 200, reply.text
+
+        trace = jaeger.wait_for(lambda: jaeger.by_request_id(reply.headers["x-request-id"]), _webhook_delivered)
+
+    (root,) = trace.roots()
+    (create,) = trace.named("payment_svc", CREATE_PAYMENT)
+    # The processor's API, called over HTTP inside the payment's trace: a client span without the query.
+    calls = [s for s in trace.named("payment_svc", "POST") if s.tags.get("server.port") == stack.ports.processor]
+    assert calls, sorted({(s.service, s.name) for s in trace.spans})
+    for call in calls:
+        assert create in trace.ancestors(call)
+        assert call.tags["url.path"].startswith("/v1/")
+        assert "?" not in call.tags["url.path"]
+        assert call.tags["http.response.status_code"] < 400
+    # The merchant's webhook: POSTed by notify_svc in the same trace, after the event was consumed.
+    (webhook,) = trace.named("notify_svc", "webhook POST")  # one endpoint, one event type, answered 200
+    assert (webhook.tags["paymesh.event.type"], webhook.tags["paymesh.delivery.outcome"]) == (
+        "payment.succeeded", "DELIVERED")  # fmt: skip
+    chain = trace.ancestors(webhook)
+    assert [(s.service, s.name) for s in chain[:2]] == [
+        ("notify_svc", f"{PAYMENTS_TOPIC} process"),
+        ("payment_svc", f"{PAYMENTS_TOPIC} publish"),
+    ]
+    assert chain[-1] == root
