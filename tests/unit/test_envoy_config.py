@@ -576,3 +576,16 @@ def test_the_cli_renders_replicas_and_shadow_mode(tmp_path: Path) -> None:
     assert out.read_text() == envoy_config.render("local", LOCAL, {"payment": 2}, "shadow")
     with pytest.raises(SystemExit, match="--replicas"):
         envoy_config.main(["--profile", "local", "--replicas", "auth=2"])
+
+
+@pytest.mark.parametrize("profile", ["local", "test"])
+def test_no_access_log_field_holds_a_query_string(profile: str) -> None:
+    """A client may put a credential in a query string (?access_token=...): every field of the access log
+    that reads the request's path reads it without the query (REQ_WITHOUT_QUERY). The chart's file comes
+    from the same template (test_committed_helm_file_is_fresh)."""
+    config = _rendered(profile)
+    (log,) = _http_connection_manager(config)["access_log"]
+    fields = log["typed_config"]["log_format"]["json_format"]
+    reading_the_path = {name: value for name, value in fields.items() if "PATH" in value}
+    assert set(reading_the_path) == {"path", "grpc_method"}
+    assert all(value.startswith("%REQ_WITHOUT_QUERY(") for value in reading_the_path.values()), reading_the_path
