@@ -42,7 +42,7 @@ lint: deps buf-lint ## ruff, mypy, import contracts, buf
 k8s-validate: deps ## helm lint + render + kubeconform (offline schemas) for the chart and ArgoCD
 	@$(PY) -m devstack.k8s_validate
 
-up: deps ## start the whole mesh locally (PostgreSQL, Redis, Kafka, services, Envoy on :8080)
+up: deps ## start the whole mesh locally (PostgreSQL, Redis, Kafka, services, Envoy on :8080, Jaeger, Prometheus)
 	@$(PY) -m devstack up --profile $(PROFILE)
 
 down: ## stop everything `make up` started

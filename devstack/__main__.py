@@ -93,6 +93,14 @@ def _print_table(rows: list[ComponentStatus], stack: Stack) -> None:
 def _print_first_steps(stack: Stack, started: list[str]) -> None:
     print(f"\nsecrets: {stack.run_dir / 'secrets.env'} (mode 600)")
     print(f"logs:    {stack.run_dir / 'logs'}  (python -m devstack logs NAME)")
+    if "jaeger" in started:
+        # A jaeger built from its Go module serves the query API but no UI assets (devstack.jaeger): say how
+        # to see a trace without them.
+        profile = "" if stack.profile == "local" else f" --profile {stack.profile}"
+        print(f"traces:  http://127.0.0.1:{stack.ports.jaeger_ui}  (Jaeger UI and query API;"
+              f" python -m devstack.traces{profile} --request-id <x-request-id>)")  # fmt: skip
+    if "prometheus" in started:
+        print(f"metrics: http://127.0.0.1:{stack.ports.prometheus}  (Prometheus; /alerts for the alert rules)")
     if "envoy" in started:
         print(f"\ncurl -s -XPOST 127.0.0.1:{stack.ports.envoy}/v1/auth/register -d '{REGISTER_BODY}'")
     if "auth" in started:
