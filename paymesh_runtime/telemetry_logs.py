@@ -101,10 +101,11 @@ class RpcLog:
     """The INFO line of each RPC a server handled: method, gRPC code, duration.
 
     Written inside the call's context, so it carries the call's trace, span and
-    request ids. Logged at INFO for every call: its cost (measured in
-    docs/performance.md, "Observability") is a small share of a call's; set the
-    `paymesh.rpc` logger to WARNING to keep only the calls that failed on the
-    server's side.
+    request ids. Logged at INFO for every call, not sampled: a line costs
+    ~20-30 µs of CPU (docs/observability.md, "Logs"); whether that is visible
+    per payment is for `make bench` to say (docs/performance.md,
+    "Observability"). Set the `paymesh.rpc` logger to WARNING to keep only the
+    calls that failed on the server's side.
     """
 
     __slots__ = ("_logger",)

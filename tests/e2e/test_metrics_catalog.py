@@ -4,7 +4,8 @@ Scrapes every target of the test stack's Prometheus (devstack.prometheus_server)
 and compares what they export with every metric name in
 charts/paymesh/files/observability (dashboards and alert rules); runs each
 query against that Prometheus, which must accept it; and checks that a payment
-moves the business counters it should.
+moves the business counters it should. The catalogue of docs/observability.md
+("Metrics") is compared with the scrape both ways.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from tests.e2e.test_authorization import Edge
 
 pytestmark = pytest.mark.e2e
 
-OBSERVABILITY = Path(__file__).resolve().parents[2] / "charts" / "paymesh" / "files" / "observability"
+ROOT = Path(__file__).resolve().parents[2]
+OBSERVABILITY = ROOT / "charts" / "paymesh" / "files" / "observability"
+CATALOGUE = ROOT / "docs" / "observability.md"
 # Every metric the dashboards and rules use has one of these prefixes, or is Prometheus's own `up`.
 METRIC = re.compile(r"\b(?:paymesh|envoy|process)_[a-z0-9_]+\b|\bup\b(?=\{)")
 MATCHERS = re.compile(r"\{[^}]*\}")
@@ -127,6 +130,31 @@ def test_every_metric_of_the_dashboards_and_rules_is_exported(stack: Stack) -> N
         if names - exported:
             missing[where] = sorted(names - exported)
     assert not missing, f"metrics no running service exports: {missing}"
+
+
+def _families(scrape_url: str) -> set[str]:
+    """The metric families a target declares (`# TYPE` lines), without prometheus_client's `_created`."""
+    with urllib.request.urlopen(scrape_url, timeout=10) as reply:  # noqa: S310 (a target on loopback)
+        text = reply.read().decode()
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    return {name for name in names if not name.endswith("_created")}
+
+
+def _documented() -> set[str]:
+    """The metric names in the first column of docs/observability.md's catalogue table ("## Metrics")."""
+    section = CATALOGUE.read_text(encoding="utf-8").split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`((?:paymesh|envoy|process)_[a-z0-9_]+)`", row)}
+
+
+def test_the_documented_catalogue_is_what_the_stack_exports(stack: Stack) -> None:
+    targets = _wait_until_up(stack)
+    exported = set().union(*(_exported(url) for _, url, _ in targets))
+    documented = _documented()
+    assert len(documented) > 20
+    assert documented - exported == set(), "documented, but exported by no target"
+    ours = {name for _, url, _ in targets for name in _families(url) if name.startswith("paymesh_")}
+    assert ours - documented == set(), "exported, but not in docs/observability.md"
 
 
 def test_prometheus_accepts_every_query(stack: Stack) -> None:
