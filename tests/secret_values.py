@@ -9,18 +9,21 @@ the path of every request. At the end of the session (tests/conftest.py)
 own secrets (`more`), and anything shaped like a JWT or a bearer header, found
 in any log file of the test stack.
 
-One place is exempt, and only for some values: the `path` field of Envoy's
-access log. The edge logs each request's path (without its query string) on
-purpose, and no route of the API carries a credential in its path
-(tests/unit/test_secret_values.py checks every HTTP binding), so a path holds
-only what the client chose to put there. A test may put there a value that is
-also a credential elsewhere: the edge fuzz test sends the simulator's public
-card token `tok_visa` both as a card token in bodies and as a random wallet
-id in paths. A value in a logged path is therefore a leak only if no test
-sent it in a path itself; anywhere else in the line (and in every other log)
-it always is, and JWTs and bearer headers are leaks everywhere, paths
-included. Redacting paths instead would blind the access log (a path is what
-an operator searches it by) to fix a false alarm of the test, not of the edge.
+One place is exempt, and only for some values: the request's path in Envoy's
+access log (its `path` field, and `grpc_method`, which is the same path when
+the request never reached the transcoder: no route, no token). The edge logs
+each request's path (without its query string) on purpose, and no route of
+the API carries a credential in its path (tests/unit/test_secret_values.py
+checks every HTTP binding), so a path holds only what the client chose to
+put there. A test may put there a value that is also a credential elsewhere:
+the edge fuzz test sends the simulator's public card token `tok_visa` both
+as a card token in bodies and as a random wallet id in paths, and random
+values as page tokens and as path segments. A value in a logged path is
+therefore a leak only if no test sent it in a path itself; anywhere else in
+the line (and in every other log) it always is, and JWTs and bearer headers
+are leaks everywhere, paths included. Redacting paths instead would blind
+the access log (a path is what an operator searches it by) to fix a false
+alarm of the test, not of the edge.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}
 BEARER = re.compile(r"bearer\s+[A-Za-z0-9._~+/=-]{16,}", re.IGNORECASE)
 # The fake SMTP server's mailbox: what was mailed to users, not a log the services write.
 NOT_LOGS = frozenset({"mailsink.log"})
-# Logs whose JSON lines have a `path` field that is the request's path, as the client sent it.
+# Logs whose JSON lines hold the request's path, as the client sent it, in these fields.
 ACCESS_LOGS = frozenset({"envoy.log"})
+PATH_FIELDS = ("path", "grpc_method")
 
 
 def _sensitive(value: Any, key: str = "") -> Iterator[str]:
@@ -113,7 +117,7 @@ class SecretRecorder:
 
 
 def _without_sent_values_in_paths(text: str, values: Iterable[str], sent_paths: Iterable[str]) -> str:
-    """An access log with each `values` member removed from the `path` fields of its JSON lines, where the
+    """An access log with each `values` member removed from the path fields of its JSON lines, where the
     tests themselves sent that value in a path (see the module docstring); nothing else changed."""
     in_paths = [v for v in values if any(v in sent for sent in sent_paths)]
     if not in_paths:
@@ -124,9 +128,11 @@ def _without_sent_values_in_paths(text: str, values: Iterable[str], sent_paths: 
             entry = json.loads(line)
         except ValueError:
             entry = None
-        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            for value in in_paths:
-                entry["path"] = entry["path"].replace(value, "")
+        if isinstance(entry, dict):
+            for field in PATH_FIELDS:
+                if isinstance(entry.get(field), str):
+                    for value in in_paths:
+                        entry[field] = entry[field].replace(value, "")
             line = json.dumps(entry, ensure_ascii=False)
         lines.append(line)
     return "\n".join(lines)
@@ -136,7 +142,7 @@ def leaks(log_dir: Path, values: Iterable[str], sent_paths: Iterable[str] = ()) 
     """What of `values` (and any JWT or bearer header) a log under `log_dir` holds, as "file: what".
 
     `sent_paths`: the paths of the requests the tests made; a value the tests sent in a path may be in the
-    `path` field of the edge's access log (see the module docstring)."""
+    path fields of the edge's access log (see the module docstring)."""
     wanted = sorted({v for v in values if len(v) >= MIN_LENGTH})
     sent = list(sent_paths)
     found = []

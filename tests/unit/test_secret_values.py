@@ -112,10 +112,13 @@ def test_leaks_names_each_file_and_value_but_not_the_mailbox(tmp_path: Path) -> 
     ]
 
 
-def test_a_value_the_tests_sent_in_a_path_is_no_leak_in_the_access_logs_path_field(tmp_path: Path) -> None:
+def test_a_value_the_tests_sent_in_a_path_is_no_leak_in_the_access_logs_path_fields(tmp_path: Path) -> None:
     # The edge fuzz test sends tok_visa as a card token, and also as a (random) wallet id in a path.
     logs = _logs(tmp_path, envoy=_access("/v1/wallets/tok_visa/entries"))
     assert leaks(logs, ["tok_visa"], sent_paths=["/v1/wallets/tok_visa/entries"]) == []
+    # A request that never reached the transcoder (no route): grpc_method is its path too.
+    untranscoded = _logs(tmp_path / "404", envoy=_access("/v1/nothing/tok_visa", grpc_method="/v1/nothing/tok_visa"))
+    assert leaks(untranscoded, ["tok_visa"], sent_paths=["/v1/nothing/tok_visa"]) == []
 
 
 def test_a_value_in_a_path_no_test_sent_it_in_is_a_leak(tmp_path: Path) -> None:
@@ -126,7 +129,7 @@ def test_a_value_in_a_path_no_test_sent_it_in_is_a_leak(tmp_path: Path) -> None:
 
 def test_outside_the_path_field_or_the_access_log_the_value_is_always_a_leak(tmp_path: Path) -> None:
     sent = ["/v1/wallets/tok_visa"]
-    in_another_field = _logs(tmp_path / "a", envoy=_access("/v1/wallets/tok_visa", grpc_method="/x?card=tok_visa"))
+    in_another_field = _logs(tmp_path / "a", envoy=_access("/v1/wallets/tok_visa", authority="tok_visa.example.com"))
     assert leaks(in_another_field, ["tok_visa"], sent)
     in_a_service_log = _logs(tmp_path / "b", payment='{"path":"/v1/wallets/tok_visa"}\n')
     assert leaks(in_a_service_log, ["tok_visa"], sent)
