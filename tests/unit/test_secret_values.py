@@ -169,3 +169,10 @@ def test_no_http_route_takes_a_credential_in_its_path() -> None:
     assert any(variables.values())  # ...and path variables were found at all
     sensitive = {method: names for method, names in variables.items() if any(SENSITIVE_FIELDS.search(n) for n in names)}
     assert sensitive == {}
+
+
+def test_a_name_that_only_contains_a_credential_word_is_not_a_credential() -> None:
+    assert all(SENSITIVE_FIELDS.search(name) for name in ("password", "card_token", "cardToken", "signing_secret"))
+    assert all(SENSITIVE_FIELDS.search(name) for name in ("authorization", "bank_account_token", "push_tokens"))
+    # the processor's authorization ids name resources; payment_svc logs them in the processor's URLs
+    assert not any(SENSITIVE_FIELDS.search(name) for name in ("authorization_id", "token_type", "secret_rotated_at"))
