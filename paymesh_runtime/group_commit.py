@@ -22,6 +22,7 @@ that started: the work completes and the result is dropped.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -68,7 +69,8 @@ class GroupCommit(Generic[Item, Result]):
         self._handle = handle
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._waiting: list[tuple[Item, asyncio.Future[Result], SpanContext]] = []
+        # (item, its caller's future, its caller's span, when it was submitted: time.perf_counter())
+        self._waiting: list[tuple[Item, asyncio.Future[Result], SpanContext, float]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._sizes = BATCH_SIZE.labels(name)
         self._seconds = BATCH_SECONDS.labels(name)
@@ -85,7 +87,7 @@ class GroupCommit(Generic[Item, Result]):
         # A caller cancelled meanwhile never reads its future: mark an error as seen, not lost.
         future.add_done_callback(_retrieve)
         # The caller's span: the batch's span joins the traces of its requests (paymesh_runtime.telemetry_spans).
-        self._waiting.append((item, future, current_span_context()))
+        self._waiting.append((item, future, current_span_context(), time.perf_counter()))
         self._start_batches()
         return await asyncio.shield(future)
 
@@ -107,25 +109,29 @@ class GroupCommit(Generic[Item, Result]):
         self._running.discard(task)
         self._start_batches()
 
-    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result], SpanContext]]) -> None:
-        items = [item for item, _, _ in batch]
+    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result], SpanContext, float]]) -> None:
+        items = [item for item, _, _, _ in batch]
+        started = time.perf_counter()
         self._sizes.observe(len(items))
+        for _, _, _, submitted in batch:
+            self._waits.observe(started - submitted)
         try:
-            with batch_span(self._span_name, [parent for _, _, parent in batch], len(items)):
+            with batch_span(self._span_name, [parent for _, _, parent, _ in batch], len(items)):
                 results = await self._handle(items)
+            self._seconds.observe(time.perf_counter() - started)
             if len(results) != len(items):
                 raise RuntimeError(f"the batch handler answered {len(results)} results for {len(items)} items")
         except Exception as error:  # every caller of the batch gets the error
-            for _, future, _ in batch:
+            for _, future, _, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             return
         except BaseException:
-            for _, future, _ in batch:
+            for _, future, _, _ in batch:
                 if not future.done():
                     future.cancel()
             raise
-        for (_, future, _), result in zip(batch, results, strict=True):
+        for (_, future, _, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 

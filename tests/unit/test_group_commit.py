@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 
 from paymesh_runtime.group_commit import GroupCommit
 
@@ -106,3 +107,28 @@ def test_nonsensical_limits_are_refused() -> None:
 
     with pytest.raises(ValueError, match="at least 1"):
         GroupCommit(handler, max_batch=0)
+
+
+def _observed(metric: str, name: str) -> tuple[float, float]:
+    """(count, sum) of a group-commit histogram for one GroupCommit name."""
+    labels = {"name": name}
+    count = REGISTRY.get_sample_value(f"{metric}_count", labels) or 0.0
+    total = REGISTRY.get_sample_value(f"{metric}_sum", labels) or 0.0
+    return count, total
+
+
+async def test_each_batch_is_timed_and_each_request_its_wait_for_a_batch() -> None:
+    handler = Recorder()
+    group = GroupCommit(handler, max_batch=10, name="timed-test")
+    first = asyncio.ensure_future(group.submit(1))
+    await settle()
+    later = [asyncio.ensure_future(group.submit(i)) for i in (2, 3)]
+    await asyncio.sleep(0.02)  # 2 and 3 wait while the first batch runs
+    handler.release.set()
+    await asyncio.gather(first, *later)
+    batches, batch_seconds = _observed("paymesh_group_commit_batch_seconds", "timed-test")
+    waits, wait_seconds = _observed("paymesh_group_commit_wait_seconds", "timed-test")
+    assert batches == 2
+    assert batch_seconds >= 0.02  # the first batch ran until released
+    assert waits == 3
+    assert wait_seconds >= 2 * 0.02  # two requests waited for the first batch to finish
