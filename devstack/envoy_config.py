@@ -42,6 +42,9 @@ TEMPLATE_DIR = REPO_ROOT / "envoy"
 DESCRIPTOR_PATH = REPO_ROOT / "gen" / "paymesh.pb"
 HELM_OUTPUT_PATH = REPO_ROOT / "charts" / "paymesh" / "files" / "envoy.yaml"
 HELM_DESCRIPTOR_PATH = "/etc/envoy/descriptor/paymesh.pb"
+# The edge's OpenAPI document (`make gen`), served by Envoy itself at OPENAPI_PATH.
+OPENAPI_DOCUMENT = REPO_ROOT / "docs" / "openapi.json"
+OPENAPI_PATH = "/openapi.json"
 
 PROFILES = ("local", "test")
 # The `aud` of access tokens on the local and test stacks: auth_svc issues it
@@ -78,14 +81,28 @@ HEALTH_PATH = "/healthz"
 # hosts): the edge reports healthy while it can reach every service.
 HEALTH_MIN_HEALTHY_PERCENT = 1
 
-# Header that selects the test profile's tiny rate-limit bucket (see
+# Header that selects the test profile's tiny rate-limit buckets (see
 # TEST_PROBE_LIMIT); the route does not exist in the other profiles.
 RATELIMIT_PROBE_HEADER = "x-paymesh-ratelimit-probe"
+
+# The verified JWT `sub`, written by jwt_authn (claim_to_headers) on
+# authenticated methods only: the key of the per-user rate-limit buckets.
+USER_ID_HEADER = "x-paymesh-user-id"
+# Distinct users or addresses each route keeps a bucket for (Envoy drops the
+# least recently used past this; a bucket is a few dozen bytes).
+MAX_DYNAMIC_DESCRIPTORS = 10_000
+# The IETF draft (draft-ietf-httpapi-ratelimit-headers) names every reply of
+# a rate-limited route carries; Envoy writes them with an `x-` prefix.
+RATELIMIT_RESPONSE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
 
 
 @dataclass(frozen=True)
 class RateLimit:
-    """A token bucket: ``per_second`` refill, up to ``burst`` tokens."""
+    """A token bucket per caller: ``per_second`` refill, up to ``burst`` tokens.
+
+    Each authenticated user (JWT `sub`) and each client address calling a
+    public method has a bucket of its own on each route group.
+    """
 
     per_second: int
     burst: int
@@ -95,6 +112,7 @@ class RateLimit:
 class RateLimits:
     auth: RateLimit
     payment: RateLimit
+    # wallet, notify and GET /openapi.json (each its own group).
     default: RateLimit
 
     def for_cluster(self, cluster: str) -> RateLimit:
@@ -249,6 +267,9 @@ class EdgeSettings:
     tracing: EdgeTracing | None = None
     # A listener serving only GET /stats/prometheus (Helm: Prometheus cannot reach the loopback admin port).
     stats_port: str = ""
+    # Proxies in front of Envoy whose X-Forwarded-For entry is trusted as the
+    # client address (per-address rate limits): none on the local stacks.
+    xff_trusted_hops: str = "0"
 
 
 def _yaml_str(value: str) -> str:
@@ -344,6 +365,7 @@ def helm_settings() -> EdgeSettings:
             condition=".Values.telemetry.envoy.collectorHost",
         ),
         stats_port="{{ .Values.envoy.statsPort }}",
+        xff_trusted_hops="{{ .Values.envoy.trustedProxyHops }}",
     )
 
 
@@ -377,15 +399,58 @@ def _health_clusters() -> str:
     return "\n".join(f"                {name}: {{value: {HEALTH_MIN_HEALTHY_PERCENT}}}" for name in EDGE_SERVICES)
 
 
-def _service_route(name: str, cluster: str, match: str, limit: RateLimit, enforced: bool = True) -> str:
-    return _load_template("route.yaml.tmpl").substitute(
+def _rate_limit(name: str, limit: RateLimit, enforced: bool = True) -> str:
+    """A route's local_ratelimit config: a bucket per user, or per address without one."""
+    return _load_template("ratelimit.yaml.tmpl").substitute(
         name=name,
-        cluster=cluster,
-        match=match,
+        user_header=USER_ID_HEADER,
         burst=limit.burst,
         per_second=limit.per_second,
+        max_dynamic_descriptors=MAX_DYNAMIC_DESCRIPTORS,
         enforced_percent=100 if enforced else 0,
     )
+
+
+def _service_route(name: str, cluster: str, match: str, limit: RateLimit, enforced: bool = True) -> str:
+    return _load_template("route.yaml.tmpl").substitute(
+        name=name, cluster=cluster, match=match, rate_limit=_rate_limit(name, limit, enforced).rstrip("\n")
+    )
+
+
+def openapi_document() -> str:
+    """docs/openapi.json as committed (`make gen`): the body of GET /openapi.json."""
+    return OPENAPI_DOCUMENT.read_text(encoding="utf-8")
+
+
+def _openapi_route(settings: EdgeSettings) -> str:
+    document = openapi_document()
+    if "{{" in document or "}}" in document:
+        # The Helm rendering goes through `tpl`, which would evaluate them.
+        raise ValueError(f"{OPENAPI_DOCUMENT} contains a template delimiter ({{{{ or }}}})")
+    route = _load_template("openapi_route.yaml.tmpl").substitute(
+        name="openapi",
+        path=_yaml_str(OPENAPI_PATH),
+        body=_yaml_str(document),
+        rate_limit=_rate_limit("openapi", settings.limits.default, settings.rate_limits_enforced).rstrip("\n"),
+    )
+    return route.rstrip("\n")
+
+
+def _max_direct_response_bytes() -> int:
+    # The document is inlined at render time, so its size is known; the
+    # margin covers the other direct responses ("no such route").
+    return len(openapi_document().encode("utf-8")) + 4096
+
+
+def _ratelimit_header_mutations() -> str:
+    lines = []
+    for name in RATELIMIT_RESPONSE_HEADERS:
+        lines += [
+            f'                - append: {{header: {{key: {name}, value: "%RESP(x-{name})%"}}, '
+            "append_action: OVERWRITE_IF_EXISTS_OR_ADD}",
+        ]
+    lines += [f"                - remove: x-{name}" for name in RATELIMIT_RESPONSE_HEADERS]
+    return "\n".join(lines)
 
 
 def _service_routes(settings: EdgeSettings) -> str:
@@ -456,13 +521,17 @@ _HEALTH_PATH_FILTER = [
 ]
 
 
-def _health_status_filter(op: str, status: int) -> list[str]:
+def _status_filter(op: str, status: int, runtime_key: str) -> list[str]:
     return [
         "                  - status_code_filter:",
         "                      comparison:",
         f"                        op: {op}",
-        f"                        value: {{default_value: {status}, runtime_key: {_HEALTH_RUNTIME_KEY}}}",
+        f"                        value: {{default_value: {status}, runtime_key: {runtime_key}}}",
     ]
+
+
+def _health_status_filter(op: str, status: int) -> list[str]:
+    return _status_filter(op, status, _HEALTH_RUNTIME_KEY)
 
 
 _TEXT_BODY = '                text_format_source: {inline_string: "%LOCAL_REPLY_BODY%"}'
@@ -501,6 +570,17 @@ def _local_reply_mappers() -> str:
         "              status_code: 401",
         "              body_format_override:",
         *_json_status_body(16, "UNAUTHENTICATED"),
+        # GET /openapi.json is a direct response, hence a local reply: its
+        # body as it is, not wrapped in the Status document below.
+        "            - filter:",
+        "                and_filter:",
+        "                  filters:",
+        "                  - header_filter:",
+        f'                      header: {{name: ":path", string_match: {{exact: {_yaml_str(OPENAPI_PATH)}}}}}',
+        *_status_filter("EQ", 200, "edge.local_reply.openapi"),
+        "              body_format_override:",
+        _TEXT_BODY,
+        "                content_type: application/json",
         # Native gRPC clients get the status in grpc-status and just the text
         # in grpc-message, not a JSON document.
         "            - filter:",
@@ -598,6 +678,11 @@ def render_settings(settings: EdgeSettings) -> str:
         public_rules=_public_rules(),
         internal_method_routes="\n".join(_blocked_routes(internal_grpc_paths())),
         service_routes=_service_routes(settings),
+        openapi_route=_openapi_route(settings),
+        openapi_path=_yaml_str(OPENAPI_PATH),
+        max_direct_response_bytes=str(_max_direct_response_bytes()),
+        ratelimit_header_mutations=_ratelimit_header_mutations(),
+        xff_trusted_hops=settings.xff_trusted_hops,
         service_clusters=_service_clusters(settings),
         tracing=tracing,
         stats_listener=stats_listener,

@@ -19,7 +19,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -304,15 +303,79 @@ async def test_concurrent_guesses_cannot_exceed_the_limit(edge: Edge) -> None:
     assert statuses == [401] * 5 + [429] * 7
 
 
-def test_the_edge_rate_limit_answers_429_with_retry_after(edge: Edge) -> None:
-    probe = {envoy_config.RATELIMIT_PROBE_HEADER: "1"}
-    # All at once, four times the probe bucket's burst: however slow the machine, the bucket runs dry.
-    with ThreadPoolExecutor(max_workers=40) as pool:
-        replies = list(pool.map(lambda _: edge.post("/v1/auth/refresh", {"refresh_token": "x"}, **probe), range(40)))
+PROBE = {envoy_config.RATELIMIT_PROBE_HEADER: "1"}
+PROBE_BURST = envoy_config.TEST_PROBE_LIMIT.burst
+
+
+async def _burst(
+    edge: Edge, method: str, path: str, *, source: str = "127.0.0.1", times: int = 40, **headers: str
+) -> list[httpx.Response]:
+    """`times` requests at once (four times the probe bucket's burst: however slow
+    the machine, the bucket runs dry), from the loopback address `source`."""
+    transport = httpx.AsyncHTTPTransport(local_address=source)
+    async with httpx.AsyncClient(base_url=edge.url, transport=transport, timeout=30) as client:
+        body = {"refresh_token": "not-a-refresh-token"} if method == "POST" else None
+        requests = (client.request(method, path, json=body, headers={**PROBE, **headers}) for _ in range(times))
+        return list(await asyncio.gather(*requests))
+
+
+def _assert_rate_limited(replies: list[httpx.Response]) -> httpx.Response:
     limited = [r for r in replies if r.status_code == 429]
     assert limited, [r.status_code for r in replies]
-    assert limited[0].headers["retry-after"] == "1"
-    assert _reason(limited[0]) == "RATE_LIMITED"
+    first = limited[0]
+    assert first.headers["retry-after"] == "1"
+    assert first.headers["x-local-rate-limit"] == "true"
+    assert first.headers["content-type"] == "application/json"
+    assert first.json()["code"] == 8  # RESOURCE_EXHAUSTED, as a google.rpc.Status
+    assert _reason(first) == "RATE_LIMITED"
+    assert first.headers["ratelimit-limit"] == str(PROBE_BURST)
+    assert first.headers["ratelimit-remaining"] == "0"
+    assert 0 <= int(first.headers["ratelimit-reset"]) <= 1  # the buckets refill every second
+    for reply in replies:  # the IETF draft's names only, on every reply of the route
+        assert reply.headers["ratelimit-limit"] == str(PROBE_BURST), reply.status_code
+        assert 0 <= int(reply.headers["ratelimit-remaining"]) <= PROBE_BURST
+        assert not any(name.startswith("x-ratelimit-") for name in reply.headers)
+    return first
+
+
+async def test_the_edge_rate_limit_answers_429_with_retry_after_and_ratelimit_headers(edge: Edge) -> None:
+    replies = await _burst(edge, "POST", "/v1/auth/refresh", source="127.0.0.1")
+    _assert_rate_limited(replies)
+    assert {r.status_code for r in replies} <= {401, 429}  # a bad refresh token, or throttled
+
+
+async def test_a_throttled_user_leaves_another_users_budget_alone(edge: Edge) -> None:
+    greedy, other = (edge.login(edge.register()["email"])["access_token"] for _ in range(2))
+    replies = await _burst(edge, "GET", "/v1/users/me", authorization=f"Bearer {greedy}")
+    _assert_rate_limited(replies)
+    assert {r.status_code for r in replies} == {200, 429}
+    # Same client address, another user: a full bucket of its own.
+    [fresh] = await _burst(edge, "GET", "/v1/users/me", times=1, authorization=f"Bearer {other}")
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.headers["ratelimit-limit"] == str(PROBE_BURST)
+    # Its first token gone (or already refilled: the header is written with the reply).
+    assert int(fresh.headers["ratelimit-remaining"]) >= PROBE_BURST - 1
+
+
+async def test_public_methods_are_limited_per_client_address_not_per_x_forwarded_for(edge: Edge) -> None:
+    # 127.0.0.2 and .3 are used by no other test: their buckets start full.
+    _assert_rate_limited(await _burst(edge, "POST", "/v1/auth/refresh", source="127.0.0.2"))
+    [fresh] = await _burst(edge, "POST", "/v1/auth/refresh", source="127.0.0.3", times=1)
+    assert fresh.status_code == 401, fresh.text  # past the limit: the refresh token is bad
+    # Its first token gone (or already refilled: the header is written with the reply).
+    assert int(fresh.headers["ratelimit-remaining"]) >= PROBE_BURST - 1
+    # The edge trusts no proxy in front (xff_num_trusted_hops 0): a client
+    # naming another address in X-Forwarded-For is still the TCP peer.
+    spoofed = [
+        asyncio.create_task(
+            _burst(
+                edge, "POST", "/v1/auth/refresh", source="127.0.0.2", times=1, **{"x-forwarded-for": f"203.0.113.{n}"}
+            )
+        )
+        for n in range(2 * PROBE_BURST)
+    ]
+    replies = [reply for batch in await asyncio.gather(*spoofed) for reply in batch]
+    _assert_rate_limited(replies)
 
 
 # --- the edge's JWT checks, with tokens minted from the real signing key ----------------

@@ -4,6 +4,7 @@ JWT rules and transcoder expose exactly the HTTP API of the contracts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shutil
 import subprocess
@@ -53,6 +54,7 @@ HELM_SAMPLE_VALUES = {
     "{{ .Values.telemetry.envoy.collectorHost | quote }}": '"localhost"',
     "{{ .Values.telemetry.envoy.collectorPort }}": "4317",
     "{{ .Values.envoy.statsPort }}": "9902",
+    "{{ .Values.envoy.trustedProxyHops }}": "1",
 }
 
 
@@ -92,7 +94,12 @@ def _header_matches(matcher: Mapping[str, Any], headers: Mapping[str, str]) -> b
     if value is None:
         return False
     string_match = matcher["string_match"]
-    found = value.startswith(string_match["prefix"]) if "prefix" in string_match else value == string_match["exact"]
+    if "prefix" in string_match:
+        found = value.startswith(string_match["prefix"])
+    elif "safe_regex" in string_match:
+        found = re.fullmatch(string_match["safe_regex"]["regex"], value) is not None
+    else:
+        found = value == string_match["exact"]
     return found != bool(matcher.get("invert_match"))
 
 
@@ -229,6 +236,7 @@ def test_http_filter_order() -> None:
     names = [f["name"] for f in _http_connection_manager(_rendered("local"))["http_filters"]]
     assert names == [
         "envoy.filters.http.header_mutation",
+        "envoy.filters.http.lua",
         "envoy.filters.http.body_size_limit",
         "envoy.filters.http.health_check",
         "envoy.filters.http.cors",
@@ -307,7 +315,7 @@ def test_a_token_for_another_audience_is_a_401_for_json_and_grpc_clients() -> No
 def test_only_the_public_methods_skip_the_token() -> None:
     rules = _http_filter(_rendered("local"), "envoy.filters.http.jwt_authn")["rules"]
     public = {rule["match"]["path"] for rule in rules if "requires" not in rule}
-    assert public == PUBLIC_METHODS
+    assert public == PUBLIC_METHODS | {envoy_config.OPENAPI_PATH}
     assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "paymesh"}}
 
 
@@ -402,7 +410,8 @@ def test_healthz_replies_are_json_and_come_after_the_audience_mappers() -> None:
 
     def on_healthz(mapper: Mapping[str, Any]) -> bool:
         filters = mapper["filter"].get("and_filter", {}).get("filters", [])
-        return any(f.get("header_filter", {}).get("header", {}).get("name") == ":path" for f in filters)
+        healthz = {"name": ":path", "string_match": {"exact": envoy_config.HEALTH_PATH}}
+        return any(f.get("header_filter", {}).get("header") == healthz for f in filters)
 
     ok, failing = (m for m in mappers if on_healthz(m))
     assert ok["body_format_override"]["json_format"] == {"status": "SERVING"}
@@ -482,6 +491,72 @@ def test_every_forwarding_route_to_a_service_is_rate_limited(profile: str) -> No
             assert limit["token_bucket"]["max_tokens"] >= limit["token_bucket"]["tokens_per_fill"] > 0
             headers = {h["header"]["key"]: h["header"]["value"] for h in limit["response_headers_to_add"]}
             assert headers == {"x-local-rate-limit": "true", "retry-after": "1"}
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_each_user_and_each_anonymous_client_address_has_a_bucket_of_its_own(profile: str) -> None:
+    rate_limited = [r for r in _routes(_rendered(profile)) if "typed_per_filter_config" in r]
+    assert {r["name"] for r in rate_limited} >= {*envoy_config.EDGE_SERVICES, "openapi"}
+    user = envoy_config.USER_ID_HEADER
+    for route in rate_limited:
+        limit = _limit(route)
+        by_user, by_address = limit["rate_limits"]
+        assert by_user == {"actions": [{"request_headers": {"header_name": user, "descriptor_key": "user"}}]}
+        anonymous, address = by_address["actions"]
+        # Without a verified user only: a header the client sent was removed before jwt_authn.
+        assert anonymous["header_value_match"]["expect_match"] is False
+        assert anonymous["header_value_match"]["headers"] == [{"name": user, "present_match": True}]
+        assert address == {"remote_address": {}}
+        descriptors = {
+            tuple((e["key"], e["value"]) for e in d["entries"]): d["token_bucket"] for d in limit["descriptors"]
+        }
+        # Empty values: a bucket per distinct user / address, each as big as the route's.
+        assert descriptors == {
+            (("user", ""),): limit["token_bucket"],
+            (("caller", "anonymous"), ("remote_address", "")): limit["token_bucket"],
+        }
+        # The route's own bucket is not shared by every caller on top of theirs.
+        assert limit["always_consume_default_token_bucket"] is False
+        assert limit["max_dynamic_descriptors"] == envoy_config.MAX_DYNAMIC_DESCRIPTORS
+        assert limit["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
+
+
+def test_the_user_bucket_keys_on_the_header_jwt_authn_writes_from_sub() -> None:
+    config = _rendered("local")
+    provider = _http_filter(config, "envoy.filters.http.jwt_authn")["providers"]["paymesh"]
+    assert {"header_name": envoy_config.USER_ID_HEADER, "claim_name": "sub"} in provider["claim_to_headers"]
+    removed = {
+        m["remove"]
+        for m in _http_filter(config, "envoy.filters.http.header_mutation")["mutations"]["request_mutations"]
+    }
+    assert envoy_config.USER_ID_HEADER in removed
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_replies_carry_the_ietf_ratelimit_header_names(profile: str) -> None:
+    config = _rendered(profile)
+    mutations = _http_filter(config, "envoy.filters.http.header_mutation")["mutations"]["response_mutations"]
+    renamed = {m["append"]["header"]["key"]: m["append"]["header"]["value"] for m in mutations if "append" in m}
+    assert renamed == {
+        "ratelimit-limit": "%RESP(x-ratelimit-limit)%",
+        "ratelimit-remaining": "%RESP(x-ratelimit-remaining)%",
+        "ratelimit-reset": "%RESP(x-ratelimit-reset)%",
+    }
+    assert {m["remove"] for m in mutations if "remove" in m} == {f"x-{name}" for name in renamed}
+    # Browser apps may read them.
+    cors = _http_connection_manager(config)["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]
+    exposed = {h.strip() for h in cors["envoy.filters.http.cors"]["expose_headers"].split(",")}
+    assert exposed >= {*renamed, "retry-after"}
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_the_client_address_is_the_tcp_peer_on_the_local_stacks(profile: str) -> None:
+    hcm = _http_connection_manager(_rendered(profile))
+    assert (hcm["use_remote_address"], hcm["xff_num_trusted_hops"]) == (True, 0)
+
+
+def test_the_helm_rendering_trusts_as_many_proxies_as_the_chart_says() -> None:
+    assert "xff_num_trusted_hops: {{ .Values.envoy.trustedProxyHops }}" in envoy_config.render_helm()
 
 
 def test_local_profile_uses_the_production_limits() -> None:
@@ -589,3 +664,50 @@ def test_no_access_log_field_holds_a_query_string(profile: str) -> None:
     reading_the_path = {name: value for name, value in fields.items() if "PATH" in value}
     assert set(reading_the_path) == {"path", "grpc_method"}
     assert all(value.startswith("%REQ_WITHOUT_QUERY(") for value in reading_the_path.values()), reading_the_path
+
+
+# --- GET /openapi.json ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", envoy_config.PROFILES)
+def test_openapi_json_is_the_committed_document_as_a_public_direct_response(profile: str) -> None:
+    config = _rendered(profile)
+    route = _first_route(config, envoy_config.OPENAPI_PATH, {":method": "GET"})
+    assert route["name"] == "openapi"
+    assert route["direct_response"]["status"] == 200
+    document = envoy_config.OPENAPI_DOCUMENT.read_text(encoding="utf-8")
+    assert route["direct_response"]["body"]["inline_string"] == document
+    assert [h["header"] for h in route["response_headers_to_add"]] == [
+        {"key": "content-type", "value": "application/json"}
+    ]
+    # The transcoder would 404 a path without an HTTP binding.
+    transcoder = route["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"]
+    assert transcoder == {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+    route_config = _http_connection_manager(config)["route_config"]
+    assert route_config["max_direct_response_body_size_bytes"] >= len(document.encode())
+    # Not for other methods: a POST falls through to the transcoder's JSON 404.
+    assert _first_route(config, envoy_config.OPENAPI_PATH, {":method": "POST"})["name"] == "http_json"
+
+
+def test_openapi_json_is_not_wrapped_in_the_local_reply_status_document() -> None:
+    mappers = _http_connection_manager(_rendered("local"))["local_reply_config"]["mappers"]
+    path = {"name": ":path", "string_match": {"exact": envoy_config.OPENAPI_PATH}}
+    (mapper,) = [
+        m
+        for m in mappers
+        if any(
+            f.get("header_filter", {}).get("header") == path
+            for f in m["filter"].get("and_filter", {}).get("filters", [])
+        )
+    ]
+    assert mapper["body_format_override"] == {
+        "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+        "content_type": "application/json",
+    }
+    status = next(f for f in mapper["filter"]["and_filter"]["filters"] if "status_code_filter" in f)
+    assert status["status_code_filter"]["comparison"]["value"]["default_value"] == 200  # a 429 stays a Status
+
+
+def test_the_helm_rendering_serves_the_same_document() -> None:
+    text = envoy_config.render_helm()
+    assert json.dumps(envoy_config.OPENAPI_DOCUMENT.read_text(encoding="utf-8")) in text
