@@ -1,9 +1,9 @@
 """Server bootstrap: one grpc.aio server wired the same way in every service.
 
-`create_server` builds the server (interceptors, health, reflection) and binds
-it, so tests can bind port 0; `run_until_signalled` starts it, keeps health
-honest, and on SIGTERM stops accepting calls, lets in-flight calls finish
-within the grace period, then runs the service's cleanup.
+`create_server` builds the server (interceptors, health, reflection v1 and
+v1alpha) and binds it, so tests can bind port 0; `run_until_signalled` starts
+it, keeps health honest, and on SIGTERM stops accepting calls, lets in-flight
+calls finish within the grace period, then runs the service's cleanup.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from typing import Any, cast
 import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from paymesh_runtime import telemetry
+from paymesh_runtime import reflection, telemetry
 from paymesh_runtime.callers import Callers
 from paymesh_runtime.health import HealthReporter, Probe
 from paymesh_runtime.interceptors import MeshServerInterceptor
@@ -87,9 +86,10 @@ def create_server(
     health = HealthReporter([s.full_name for s in servicers], probes)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     names = [s.full_name for s in servicers]
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+    # grpc.reflection.v1 and v1alpha (paymesh_runtime.reflection).
+    reflection.enable(
         server,
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
         pool=cast(descriptor_pool.DescriptorPool, _MethodAwarePool(descriptor_pool.Default())),
     )
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")

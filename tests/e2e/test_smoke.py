@@ -51,6 +51,8 @@ def test_grpcurl_lists_each_service_through_reflection(stack: Any, service: str)
     ).stdout.split()
     assert SERVICES[service] in out
     assert "grpc.health.v1.Health" in out
+    # Both reflection protocols (paymesh_runtime.reflection); grpcurl itself asks v1.
+    assert {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= set(out)
 
 
 def test_grpcurl_describes_a_method_with_its_http_route(stack: Any) -> None:
