@@ -371,3 +371,33 @@ def test_rate_limit_gives_json_429_then_grpc_resource_exhausted(edge: Edge) -> N
             except grpc.RpcError as error:
                 codes.add(error.code())
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+
+
+async def _grpc_get_me(target: str, token: str, times: int) -> list[tuple[grpc.StatusCode, dict[str, str]]]:
+    """(code, response metadata) of `times` GetMe calls made at once over one channel."""
+    metadata = (("authorization", f"Bearer {token}"), (envoy_config.RATELIMIT_PROBE_HEADER, "1"))
+
+    async def one(stub: auth_pb2_grpc.AuthServiceStub) -> tuple[grpc.StatusCode, dict[str, str]]:
+        call = stub.GetMe(auth_pb2.GetMeRequest(), metadata=metadata, timeout=10)
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            return error.code(), {k: str(v) for k, v in (*error.initial_metadata(), *error.trailing_metadata())}
+        return await call.code(), {k: str(v) for k, v in await call.initial_metadata()}
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        return list(await asyncio.gather(*(one(stub) for _ in range(times))))
+
+
+def test_native_grpc_callers_are_limited_per_user_with_ratelimit_metadata(edge: Edge) -> None:
+    burst = envoy_config.TEST_PROBE_LIMIT.burst
+    greedy = asyncio.run(_grpc_get_me(edge.grpc_target, edge.token(sub="greedy"), 4 * burst))
+    codes = [code for code, _ in greedy]
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
+    assert grpc.StatusCode.OK in codes, codes
+    for _, metadata in greedy:
+        assert metadata["ratelimit-limit"] == str(burst)
+    [(code, metadata)] = asyncio.run(_grpc_get_me(edge.grpc_target, edge.token(sub="patient"), 1))
+    assert code is grpc.StatusCode.OK  # the same address, another user: a bucket of its own
+    assert int(metadata["ratelimit-remaining"]) >= burst - 1
