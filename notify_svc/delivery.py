@@ -100,6 +100,8 @@ class DeliveryWorker:
         # one, else now and then (a replica may have died before publishing its own).
         self._next_dead_letter_check = 0.0
         self._next_secret_sweep = 0.0
+        # The last round's outcomes while they are not recorded yet (run_once).
+        self._unrecorded: list[Outcome] = []
 
     async def run(self) -> None:
         while True:
@@ -124,15 +126,28 @@ class DeliveryWorker:
             return 0
 
     async def run_once(self) -> int:
-        """One round: attempt a batch of due deliveries, record the outcomes, publish dead letters."""
+        """One round: attempt a batch of due deliveries, record the outcomes, publish dead letters.
+
+        Outcomes that could not be recorded (the database went away after the sends) are kept and
+        recorded first in the next round, before anything new is claimed: within the lease, so the
+        messages are not sent again."""
+        if self._unrecorded:
+            await self._record(self._unrecorded)
+            self._unrecorded = []
         deliveries = await self._store.claim_due(self._policy.batch_size, self._policy.lease_seconds)
         outcomes = await asyncio.gather(*(self._observed(delivery) for delivery in deliveries))
+        self._unrecorded = outcomes
+        await self._record(outcomes)
+        self._unrecorded = []
+        await self._sweep_secrets()
+        return len(deliveries) + await self._publish_dead_letters()
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
         applied, disabled = await self._store.record_outcomes(
             outcomes, self._policy.disable_after_seconds, self._owner_notice
         )
         for endpoint in disabled:
             log.warning("webhook endpoint %s disabled (%s); its owner is told", endpoint.endpoint_id, endpoint.reason)
-        await self._sweep_secrets()
         for outcome in outcomes:
             if outcome.state == DEAD_LETTERED:
                 self._next_dead_letter_check = 0.0
@@ -140,7 +155,6 @@ class DeliveryWorker:
                 log.info(
                     "delivery %s was sent after its claim lapsed or it was canceled", outcome.delivery.notification_id
                 )
-        return len(deliveries) + await self._publish_dead_letters()
 
     async def _publish_dead_letters(self) -> int:
         if time.monotonic() < self._next_dead_letter_check:

@@ -8,6 +8,7 @@ harness: emails and webhooks sent twice across a SIGTERM of notify_svc).
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
@@ -75,3 +76,72 @@ async def test_a_failed_round_pauses_and_the_worker_goes_on() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert worker.recorded[:1] == [2]
+
+
+class FlakyStore:
+    """A store whose database goes away once, right after a round's sends."""
+
+    def __init__(self) -> None:
+        self.due = [["d1", "d2"], ["d3"]]
+        self.claims = 0
+        self.record_failures = 1
+        self.recorded: list[list[str]] = []
+
+    async def claim_due(self, limit: int, lease_seconds: float) -> list[str]:
+        self.claims += 1
+        return self.due.pop(0) if self.due else []
+
+    async def record_outcomes(
+        self, outcomes: list[SimpleNamespace], disable_after: float, notice: object
+    ) -> tuple[set[str], list[object]]:
+        if self.record_failures:
+            self.record_failures -= 1
+            raise ConnectionError("terminating connection due to administrator command")
+        names = [outcome.delivery.notification_id for outcome in outcomes]
+        self.recorded.append(names)
+        return set(names), []
+
+    async def erase_expired_secrets(self) -> None:
+        return None
+
+    async def publish_dead_letters(self, publish: object, limit: int) -> int:
+        return 0
+
+
+class SendingWorker(DeliveryWorker):
+    """The real run_once over a FlakyStore; a send is its delivery's name."""
+
+    def __init__(self, store: FlakyStore) -> None:  # no super(): run_once needs the store and the policy
+        schedule = Schedule(max_attempts=1, backoff_base_seconds=1, backoff_max_seconds=1)
+        self._store = store  # type: ignore[assignment]
+        self._policy = RetryPolicy(schedule, schedule, 1.0, 25.0, 10, 0.001)
+        self._next_dead_letter_check = 0.0
+        self._next_secret_sweep = 0.0
+        self._unrecorded = []
+        self.sent: list[str] = []
+
+    async def _observed(self, delivery: str) -> SimpleNamespace:  # type: ignore[override]
+        self.sent.append(delivery)
+        return SimpleNamespace(state="DELIVERED", delivery=SimpleNamespace(notification_id=delivery))
+
+
+async def test_outcomes_that_could_not_be_recorded_are_recorded_before_anything_new_is_claimed() -> None:
+    store = FlakyStore()
+    worker = SendingWorker(store)
+    with pytest.raises(ConnectionError):
+        await worker.run_once()  # sent d1 and d2, then the database went away
+    assert store.recorded == []
+    await worker.run_once()  # the database is back
+    assert store.recorded == [["d1", "d2"], ["d3"]]
+    assert worker.sent == ["d1", "d2", "d3"]  # nothing sent twice
+
+
+async def test_while_the_database_stays_away_nothing_new_is_claimed_or_sent() -> None:
+    store = FlakyStore()
+    store.record_failures = 3
+    worker = SendingWorker(store)
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            await worker.run_once()
+    assert store.claims == 1
+    assert worker.sent == ["d1", "d2"]
