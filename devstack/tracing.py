@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from devstack.ports import HOST, Ports
 
 DEFAULT_RATIO = 1.0
+# What the chart samples in production (charts/paymesh/values.yaml, telemetry.samplingRatio), and so what
+# `make bench` measures by default (devstack/bench, --trace-ratio).
+PRODUCTION_RATIO = 0.02
 DEFAULT_SAMPLER = "parentbased_traceidratio"
 # The SDK's batch span processor exports every 5 s by default; the tests look for spans sooner.
 EXPORT_DELAY_MS = {"local": 1000, "test": 200}

@@ -10,6 +10,7 @@ from pathlib import Path
 from devstack.components import REPO_ROOT
 from devstack.envoy_config import RATE_LIMIT_MODES
 from devstack.ports import MAX_REPLICAS, REPLICABLE
+from devstack.tracing import PRODUCTION_RATIO as PRODUCTION_TRACE_RATIO
 
 CEILING = "ceiling"
 OPEN = "open"
@@ -48,6 +49,7 @@ class Options:
     out_dir: Path
     replicas: int  # of each of REPLICABLE (payment_svc, wallet_svc)
     edge_limits: str  # envoy_config.RATE_LIMIT_MODES
+    trace_ratio: float  # parentbased_traceidratio's argument for Envoy and the services during the run
 
 
 def _int_list(low: int, high: int) -> Callable[[str], tuple[int, ...]]:
@@ -127,6 +129,14 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         help="the edge's production buckets: shadow (default: counted, never refused, so they do not cap what is"
         " measured) or enforce",
     )
+    add(
+        "--trace-ratio",
+        type=_bounded(0.0, 1.0, float),
+        default=PRODUCTION_TRACE_RATIO,
+        help="share of requests traced (OTEL_TRACES_SAMPLER_ARG, parentbased_traceidratio) during the run; the"
+        f" default is what the chart sets in production ({PRODUCTION_TRACE_RATIO}); 0 measures without tracing."
+        " The stack's services and Envoy restart when it differs from theirs",
+    )
     args = parser.parse_args(argv)
     return Options(
         scenarios=args.scenarios,
@@ -146,4 +156,5 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         out_dir=args.out_dir,
         replicas=args.replicas,
         edge_limits=args.edge_limits,
+        trace_ratio=args.trace_ratio,
     )

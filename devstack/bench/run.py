@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -119,8 +120,12 @@ def _progress(step: Step) -> None:
 def _scaled_stack(options: Options) -> Stack:
     """The local stack with the bench's replicas and edge limits, started or changed to them (idempotent)."""
     topology = Topology(replicas=dict.fromkeys(REPLICABLE, options.replicas), edge_limits=options.edge_limits)
+    # The sampler reaches Envoy's config and the services' environment (devstack.tracing), both
+    # fingerprinted: a stack started with another ratio restarts those components in up().
+    os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+    os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(options.trace_ratio)
     stack = Stack.for_profile(PROFILE, topology=topology)
-    _say(f"local stack: {topology.describe()}")
+    _say(f"local stack: {topology.describe()}; traces sampled: {options.trace_ratio:g}")
     # devstack's progress only (its logger), not every HTTP request the bench's clients log.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[devstack] %(message)s"))
@@ -152,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(options.idle_seconds)
     idle = cpu_rate(spent(first, stack_cpu(roots)), options.idle_seconds)
     steps: list[Step] = []
-    notes: list[str] = [f"stack: {stack.topology.describe()}"]
+    notes: list[str] = [
+        f"stack: {stack.topology.describe()}; traces sampled: {options.trace_ratio:g} (parentbased_traceidratio)"
+    ]
     if options.replicas > 1 and "grpc-direct" in options.scenarios:
         notes.append("grpc-direct reaches the first payment_svc replica only (ghz takes one address)")
     ledger = None

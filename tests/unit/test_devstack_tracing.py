@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from devstack import envoy_config, tracing
+from devstack.bench import options as bench_options
+from devstack.components import REPO_ROOT
 from devstack.ports import test_ports
 
 PORTS = test_ports(28000)
@@ -53,3 +55,9 @@ def test_the_stacks_envoy_traces_to_the_same_jaeger_at_the_same_ratio(monkeypatc
     (otlp,) = [c for name, c in clusters.items() if "otlp" in name]
     address = otlp["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
     assert (address["address"], address["port_value"]) == ("127.0.0.1", PORTS.otlp_grpc)
+
+
+def test_the_bench_samples_by_default_what_the_chart_samples_in_production() -> None:
+    values = yaml.safe_load((REPO_ROOT / "charts/paymesh/values.yaml").read_text())
+    assert float(values["telemetry"]["samplingRatio"]) == tracing.PRODUCTION_RATIO
+    assert bench_options.parse([]).trace_ratio == tracing.PRODUCTION_RATIO
