@@ -43,6 +43,7 @@ from paymesh_runtime.telemetry_export import service_resource, span_exporter, tr
 from paymesh_runtime.telemetry_logs import (
     REQUEST_ID,
     REQUEST_ID_HEADER,
+    SERVER_ERRORS,
     JsonFormatter,
     SafeFormatter,
     clean_request_id,
@@ -61,17 +62,6 @@ RPC_SECONDS = Histogram(
 # The ratio of new traces recorded while exporting, when OTEL_TRACES_SAMPLER is not set.
 DEFAULT_SAMPLE_RATIO = 1.0
 TRACER_NAME = "paymesh_runtime"
-# Server span status per OpenTelemetry's gRPC conventions: these codes are the server's fault.
-_SERVER_ERRORS = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
 
 
 def sampler_from_environment(settings: ServiceSettings, environ: Mapping[str, str] = os.environ) -> Sampler | None:
@@ -194,7 +184,7 @@ def end_span(span: Span, code: grpc.StatusCode, error: BaseException | None = No
     """Records the outcome on a recorded span, and ends it."""
     if span.is_recording():
         span.set_attribute("rpc.grpc.status_code", code.value[0])
-        if code is not grpc.StatusCode.OK and (not server or code in _SERVER_ERRORS):
+        if code is not grpc.StatusCode.OK and (not server or code in SERVER_ERRORS):
             span.set_status(Status(StatusCode.ERROR, code.name))
         if error is not None:
             span.record_exception(error)

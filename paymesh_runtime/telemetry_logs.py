@@ -97,6 +97,20 @@ def configure_logging(service: str, settings: ServiceSettings) -> None:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
+# gRPC codes that are the server's fault (OpenTelemetry's gRPC conventions): a server span's error
+# status, and an RPC's log line at WARNING rather than INFO.
+SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
 class RpcLog:
     """The INFO line of each RPC a server handled: method, gRPC code, duration.
 
@@ -110,23 +124,11 @@ class RpcLog:
 
     __slots__ = ("_logger",)
 
-    # Codes that are the server's fault: logged at WARNING.
-    SERVER_ERRORS = frozenset(
-        {
-            grpc.StatusCode.UNKNOWN,
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            grpc.StatusCode.UNIMPLEMENTED,
-            grpc.StatusCode.INTERNAL,
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.StatusCode.DATA_LOSS,
-        }
-    )
-
     def __init__(self) -> None:
         self._logger = logging.getLogger(RPC_LOGGER)
 
     def log(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        level = logging.WARNING if code in self.SERVER_ERRORS else logging.INFO
+        level = logging.WARNING if code in SERVER_ERRORS else logging.INFO  # the server's fault
         if not self._logger.isEnabledFor(level):
             return
         millis = round(seconds * 1000, 2)
