@@ -50,9 +50,18 @@ async def create_pool(settings: ServiceSettings, size: int) -> asyncpg.Pool:
         max_size=size,
         server_settings=SERVER_SETTINGS,
         connection_class=TracedConnection,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool beyond what asyncpg always does (end an open
+    transaction, drop listeners): nothing. The hot path keeps no session state (no SET, LISTEN or
+    session advisory lock; payment_svc's replica lock has its own connection), so asyncpg's default
+    reset query (RESET ALL, UNLISTEN *, pg_advisory_unlock_all(), ...) would cost a round trip per
+    batch and change nothing."""
 
 
 def database_probe(engine: AsyncEngine) -> Probe:
