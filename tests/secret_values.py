@@ -38,10 +38,11 @@ from typing import Any
 import httpx
 
 # JSON fields whose values must never be logged (names as the API spells them).
-# Names that end in password, token or secret (card_token, access_token, signing_secret, cardToken)
-# and the header-like `authorization`; not names that merely contain one (the processor's
-# `authorization_id` names a resource, which payment_svc logs in the processor's URL).
-SENSITIVE_FIELDS = re.compile(r"(password|token|secret)s?$|^authorization$", re.IGNORECASE)
+# Names that end in password, token or secret (card_token, access_token, signing_secret, cardToken);
+# not names that merely contain one, nor `authorization`: the Authorization header is read as a header
+# (saw_request), and in JSON the processor's `authorization` / `authorization_id` name a resource that
+# payment_svc logs in the processor's URLs.
+SENSITIVE_FIELDS = re.compile(r"(password|token|secret)s?$", re.IGNORECASE)
 # Shorter values (e.g. "a", "1") would be found by chance in any log.
 MIN_LENGTH = 8
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")

@@ -178,7 +178,10 @@ class Mesh:
 
     async def balance(self, wallet_id: str, owner: str) -> tuple[int, int]:
         """(posted, held) of a wallet."""
-        w = await self.wallets.GetWallet(wallet_pb2.GetWalletRequest(wallet_id=wallet_id), metadata=user(owner))
+        # wait_for_ready: after a test restarts wallet_svc, this channel may still be in its reconnect backoff.
+        w = await self.wallets.GetWallet(
+            wallet_pb2.GetWalletRequest(wallet_id=wallet_id), metadata=user(owner), wait_for_ready=True, timeout=60
+        )
         return int(w.posted_balance.amount), int(w.held_balance.amount)
 
     async def pay(

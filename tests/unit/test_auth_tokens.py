@@ -14,7 +14,7 @@ from paymesh_runtime.identity import Role
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def _issue() -> tuple[str, keys.NewKey]:
+def _issue(now: datetime) -> tuple[str, keys.NewKey]:
     key = keys.generate_key()
     claims = tokens.access_claims(
         user_id="user-1",
@@ -22,13 +22,15 @@ def _issue() -> tuple[str, keys.NewKey]:
         issuer="paymesh-test",
         audience="paymesh",
         ttl=timedelta(minutes=15),
-        now=NOW,
+        now=now,
     )
     return tokens.sign_access_token(claims, key.jwk.kid, keys.load_private_key(key.private_pem)), key
 
 
 def test_an_access_token_carries_every_claim_the_edge_and_services_read() -> None:
-    token, key = _issue()
+    # Issued now, not at import: the whole suite outlasts the token's 15 minutes.
+    now = datetime.now(UTC).replace(microsecond=0)
+    token, key = _issue(now)
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "ES256", "kid": key.jwk.kid, "typ": "JWT"}
     public = jwt.algorithms.ECAlgorithm.from_jwk(json.dumps(key.jwk.as_dict()))
@@ -36,7 +38,7 @@ def test_an_access_token_carries_every_claim_the_edge_and_services_read() -> Non
     assert claims["sub"] == "user-1"
     assert claims["role"] == "MERCHANT"
     assert claims["exp"] - claims["iat"] == 900
-    assert claims["iat"] == int(NOW.timestamp())
+    assert claims["iat"] == int(now.timestamp())
     assert len(claims["jti"]) == 36
 
 

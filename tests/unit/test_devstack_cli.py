@@ -229,13 +229,23 @@ def test_logs_follow_prints_what_is_appended_as_tail_f_does(tmp_path: Path) -> N
 
 
 def test_make_logs_passes_name_lines_and_follow() -> None:
+    # Under `make test` this make is a sub-make (MAKELEVEL, MAKEFLAGS: it would print "Entering directory").
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     dry = subprocess.run(
-        ["make", "-n", "logs", "NAME=kafka", "FOLLOW=1", "LINES=7"],
+        ["make", "--no-print-directory", "-n", "logs", "NAME=kafka", "FOLLOW=1", "LINES=7"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     assert re.search(r"-m devstack logs --profile local kafka +--lines 7 +--follow$", dry.stdout.strip()), dry.stdout
-    quiet = subprocess.run(["make", "-n", "logs", "FOLLOW=0"], cwd=ROOT, capture_output=True, text=True, check=True)
+    quiet = subprocess.run(
+        ["make", "--no-print-directory", "-n", "logs", "FOLLOW=0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     assert "--follow" not in quiet.stdout
