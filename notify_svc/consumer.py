@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,15 @@ Record: TypeAlias = "ConsumerRecord[Any, Any]"
 MAX_EVENT_TYPE_LENGTH = 100
 POLL_TIMEOUT_MS = 1000
 MAX_RECORDS = 200
+# A fetch waits for this much data or FETCH_MAX_WAIT_MS, whichever comes first: under a trickle of
+# events (one payment at a time) the broker answers ten fetches a second, not one per event, and each
+# poll stores more events per transaction. Notifications wait at most that long for it.
+FETCH_MIN_BYTES = 64 * 1024
+FETCH_MAX_WAIT_MS = 100
+# Offsets are committed at most this often while records keep coming (and at once when a poll finds
+# none): a commit is a broker write. Records read again after a crash or a rebalance are duplicates,
+# which the event id dedupes (module docstring).
+COMMIT_INTERVAL_S = 1.0
 
 
 class PoisonMessage(Exception):
@@ -77,6 +87,8 @@ def kafka_consumer_factory(bootstrap_servers: str, group_id: str, topics: Sequen
             # A new group reads the topics from the start: dedupe makes it safe.
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
 
     return make
@@ -163,22 +175,39 @@ class EventConsumer:
                     await consumer.stop()
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_records)
-            await self._lag.measure(consumer)
-            if not batches:
-                continue
-            resume = await self.handle_batch(batches)
-            done = {tp: offset for tp, offset in resume.items() if offset > batches[tp][0].offset}
-            if done:
-                await consumer.commit(done)
-            stalled = [tp for tp, offset in resume.items() if offset <= batches[tp][-1].offset]
-            for tp in stalled:
-                consumer.seek(tp, resume[tp])
-            if stalled:
-                await self._pause()
-            else:
-                self._failures = 0
+        uncommitted: dict[TopicPartition, int] = {}  # handled up to (excluding) these offsets, not committed yet
+        next_commit = 0.0
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_records)
+                await self._lag.measure(consumer)
+                if not batches:
+                    await self._commit(consumer, uncommitted)
+                    continue
+                resume = await self.handle_batch(batches)
+                uncommitted |= {tp: offset for tp, offset in resume.items() if offset > batches[tp][0].offset}
+                if time.monotonic() >= next_commit:
+                    await self._commit(consumer, uncommitted)
+                    next_commit = time.monotonic() + COMMIT_INTERVAL_S
+                stalled = [tp for tp, offset in resume.items() if offset <= batches[tp][-1].offset]
+                for tp in stalled:
+                    consumer.seek(tp, resume[tp])
+                if stalled:
+                    await self._pause()
+                else:
+                    self._failures = 0
+        finally:  # stopping or restarting: what was handled need not be read again
+            with contextlib.suppress(Exception):
+                await self._commit(consumer, uncommitted)
+
+    @staticmethod
+    async def _commit(consumer: AIOKafkaConsumer, uncommitted: dict[TopicPartition, int]) -> None:
+        """Commits the handled offsets of the partitions this consumer still owns, and forgets them all."""
+        owned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in uncommitted.items() if tp in owned}
+        uncommitted.clear()
+        if offsets:
+            await consumer.commit(offsets)
 
     async def handle_batch(self, batches: Mapping[TopicPartition, Sequence[Record]]) -> dict[TopicPartition, int]:
         """Handles one poll's records; returns per partition the offset to go on from.
