@@ -70,7 +70,7 @@ class TransferConfig:
     # A payment whose transfer got no definitive answer goes to the recovery worker after this.
     retry_after: timedelta
     max_batch: int = 200
-    max_in_flight: int = 2
+    max_in_flight: int = 1  # PaymentSettings.batch_max_in_flight
     # TESTS ONLY: `batch:opened` or `batch:posted` SIGKILLs the process there (PAYMENT_CRASH_AFTER_STEP).
     crash_at: str = ""
 
