@@ -6,7 +6,7 @@
 - rotate-keys [--publish-lead-seconds S]: a new signing key, published now,
   signing after the lead; the old key verifies until its tokens expired.
 - list-keys: every key and where it is on its timeline.
-- revoke-key --kid K: a compromised key leaves the JWKS now.
+- revoke-key --kid=K: a compromised key leaves the JWKS now (`=`: a base64url kid may begin with "-").
 - prune-keys: deletes keys that can no longer verify a live token.
 """
 

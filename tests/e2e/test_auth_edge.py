@@ -537,7 +537,7 @@ async def test_rotation_keeps_old_tokens_working_and_a_removed_key_stops_verifyi
     # B leaves the key set (revoked): once Envoy refetched it, B's tokens fail.
     # Probe with fresh B tokens: a token Envoy verified once sits in its
     # jwt_cache until it expires, whatever the key set says (docs/auth.md).
-    revoked = edge.auth_command("revoke-key", "--kid", key_b)
+    revoked = edge.auth_command("revoke-key", f"--kid={key_b}")  # a kid may start with "-"
     assert revoked.returncode == 0, revoked.stderr
     assert key_b not in _jwks_kids(edge)
     poll_until(lambda: edge.get("/v1/users/me", b_minter.token(user_id)).status_code == 401, timeout=15)
@@ -547,7 +547,7 @@ async def test_rotation_keeps_old_tokens_working_and_a_removed_key_stops_verifyi
 
 def test_the_signing_key_cannot_be_revoked(edge: Edge) -> None:
     kid = _kid(edge.login(edge.register()["email"])["access_token"])
-    result = edge.auth_command("revoke-key", "--kid", kid)
+    result = edge.auth_command("revoke-key", f"--kid={kid}")
     assert result.returncode == 1
     assert "signing key" in result.stderr
     assert kid in _jwks_kids(edge)

@@ -248,7 +248,7 @@ def test_a_key_published_after_the_services_fetched_the_set_verifies_at_once(
         for probe in ("wallet ListWallets", "payment ListPayments", "notify ListNotifications"):
             PROBES[probe](direct, alice, _bearer(token))
     finally:
-        revoked = auth_command(mesh, "revoke-key", "--kid", fresh.kid)
+        revoked = auth_command(mesh, "revoke-key", f"--kid={fresh.kid}")  # a kid may start with "-"
         assert revoked.returncode == 0, revoked.stderr
 
 
