@@ -212,6 +212,7 @@ class _Batch:
                 ],
                 str(intent.payment_id),
                 f"payment {intent.payment_id}",
+                intent.trace_context,
             )
             for intent in intents
         ]

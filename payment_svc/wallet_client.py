@@ -14,8 +14,8 @@ Failures are sorted into two kinds the saga understands:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -97,6 +97,9 @@ class PostRequest:
     postings: Sequence[Posting]
     payment_id: str
     description: str
+    # The W3C trace context of the request the transaction serves (a batch carries several requests'):
+    # wallet_svc's events for it join that request's trace.
+    trace_context: Mapping[str, str] = field(default_factory=dict)
 
     def message(self) -> wallet_pb2.PostTransactionRequest:
         return wallet_pb2.PostTransactionRequest(
@@ -104,6 +107,7 @@ class PostRequest:
             postings=[wallet_pb2.Posting(account=p.account, amount=money_message(p.amount)) for p in self.postings],
             payment_id=self.payment_id,
             description=self.description,
+            trace_context=self.trace_context,
         )
 
 

@@ -48,6 +48,25 @@ def traceparent_sampled(carrier: Mapping[str, str]) -> bool:
     return len(header) == 55 and header[-1] in "13579bdfBDF"  # the flags' lowest bit
 
 
+# W3C Trace Context: `tracestate` may hold 32 members of up to 256 characters, but vendors are asked to
+# keep it within 512; a longer value, like any other key, is dropped rather than carried on.
+TRACE_CONTEXT_KEYS = frozenset({"traceparent", "tracestate"})
+MAX_TRACE_CONTEXT_VALUE = 512
+
+
+def clean_trace_context(received: Mapping[str, str]) -> dict[str, str]:
+    """The W3C trace context fields of a context another service sent as data (not as headers), without
+    anything else: other keys, over-long values and values that are not printable ASCII are dropped."""
+    return {
+        key: value
+        for key, value in received.items()
+        if key in TRACE_CONTEXT_KEYS
+        and len(value) <= MAX_TRACE_CONTEXT_VALUE
+        and value.isascii()
+        and value.isprintable()
+    }
+
+
 def child_span(name: str, kind: SpanKind = SpanKind.INTERNAL) -> Span | None:
     """A span under the current one if the current trace is sampled, else None (then do nothing for it)."""
     if not is_sampled():

@@ -84,10 +84,12 @@ def _sequences(pending: Sequence[PendingEvent], last: Mapping[str, int]) -> list
 def _posted_events(posts: Sequence[Post], posted: Mapping[uuid.UUID, LedgerTransaction]) -> list[PendingEvent]:
     """A wallet.posted event per posting to a user's wallet, item by item, each in wallet id order
     (as PostTransaction enqueues them)."""
-    context = trace_context()
+    context = trace_context()  # the call's, for the items that did not bring their own request's
     return [
         PendingEvent(
-            events.TOPIC, events.wallet_posted(posting, planned.account.owner_id, planned.account.held), context
+            events.TOPIC,
+            events.wallet_posted(posting, planned.account.owner_id, planned.account.held),
+            post.request.trace_context or context,
         )
         for post in posts
         for planned, posting in zip(post.postings, posted[post.transaction_id].postings, strict=True)

@@ -14,7 +14,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from paymesh_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, not_found, validation_failed
@@ -188,6 +188,9 @@ class PostRequest:
     legs: tuple[Leg, ...]
     payment_id: str
     description: str
+    # The W3C trace context of the request this transaction serves, for the events it writes; not part
+    # of what the transaction is (nor of its fingerprint).
+    trace_context: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def fingerprint(self) -> str:
         legs = sorted([describe_key(leg.account), leg.amount.currency, leg.amount.amount] for leg in self.legs)

@@ -33,6 +33,7 @@ from paymesh_runtime.identity import (
 )
 from paymesh_runtime.money import Money, currency_exponent, positive_money
 from paymesh_runtime.pagination import PageTokens
+from paymesh_runtime.telemetry_spans import clean_trace_context
 from wallet_svc import batch, convert, ledger
 from wallet_svc.batch import PostOutcome
 from wallet_svc.ledger import (
@@ -234,6 +235,7 @@ def _post_request(request: wallet_pb2.PostTransactionRequest) -> ledger.PostRequ
         legs=ledger.validate_legs(legs),
         payment_id=_payment_id(request.payment_id),
         description=ledger.validate_text("description", request.description, ledger.MAX_DESCRIPTION_LENGTH),
+        trace_context=clean_trace_context(request.trace_context),
     )
 
 

@@ -7,6 +7,7 @@ read them from Jaeger's query API, as an operator would.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
@@ -34,6 +35,7 @@ POST_TRANSACTIONS = "/paymesh.wallet.v1.WalletService/PostTransactions"
 BATCH = "wallet_payments batch"
 MEMBER = "wallet_payments batch member"
 PAYMENTS_TOPIC = "paymesh.payments.v1"
+WALLET_PUBLISH = "paymesh.wallets.v1 publish"
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,8 @@ def test_an_unsampled_traceparent_is_continued_and_nothing_is_recorded(
 
 def test_each_payment_of_a_batch_reaches_the_shared_wallet_call(edge: Edge, jaeger: Jaeger, payer: Person) -> None:
     """Concurrent payments share one wallet call: it lies in the trace of the batch's first request, and
-    every other request's trace has a member span linked to the batch's span (which links back)."""
+    every other request's trace has a member span linked to the batch's span (which links back). The
+    wallet events of each payment are in that payment's own trace, not in the batch's."""
     shops = [edge.person("MERCHANT") for _ in range(12)]
     for _ in range(5):  # until a wave of concurrent payments made a batch of more than one
         with ThreadPoolExecutor(max_workers=len(shops)) as pool:
@@ -277,6 +280,15 @@ def test_each_payment_of_a_batch_reaches_the_shared_wallet_call(edge: Edge, jaeg
         assert batch.name == BATCH
         assert (trace.trace_id, create.span_id) in batch.links
         assert batch_trace.named("wallet_svc", POST_TRANSACTIONS)
+    for reply in replies:  # the payer's and the merchant's wallet.posted events, each published in its trace
+        own = jaeger.wait_for(
+            functools.partial(jaeger.by_request_id, reply.headers["x-request-id"]),
+            lambda trace: len(trace.named("wallet_svc", WALLET_PUBLISH)) >= 2,
+        )
+        (create,) = own.named("payment_svc", CREATE_PAYMENT)
+        published = own.named("wallet_svc", WALLET_PUBLISH)
+        assert len(published) == 2, [s.links for s in published]
+        assert all(create in own.ancestors(span) for span in published)
 
 
 def _webhook_delivered(trace: Trace) -> bool:

@@ -200,6 +200,19 @@ def test_no_span_outside_a_sampled_trace(spans: InMemorySpanExporter) -> None:
     assert (finished.context.trace_id, finished.parent.span_id) == (int("1" * 32, 16), int("2" * 16, 16))
 
 
+def test_a_trace_context_sent_as_data_keeps_only_the_w3c_fields_within_bounds() -> None:
+    parent = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    received = {
+        "traceparent": parent,
+        "tracestate": "vendor=x" * 100,  # 800 characters: over the bound
+        "authorization": "Bearer secret",
+        "baggage": "user=1",
+    }
+    assert telemetry_spans.clean_trace_context(received) == {"traceparent": parent}
+    assert telemetry_spans.clean_trace_context({"traceparent": "00-\n", "tracestate": "a=b"}) == {"tracestate": "a=b"}
+    assert telemetry_spans.clean_trace_context({"traceparent": "00-é"}) == {}
+
+
 def test_a_handed_over_trace_is_continued_and_the_oldest_go_first(spans: InMemorySpanExporter) -> None:
     handoff = telemetry_spans.TraceHandoff(capacity=2)
     with trace.get_tracer("t").start_as_current_span("consume") as consumed:

@@ -262,16 +262,25 @@ class ReleaseHoldRequest(_message.Message):
     def __init__(self, reference: _Optional[str] = ..., hold_id: _Optional[str] = ...) -> None: ...
 
 class PostTransactionRequest(_message.Message):
-    __slots__ = ("reference", "postings", "payment_id", "description")
+    __slots__ = ("reference", "postings", "payment_id", "description", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     POSTINGS_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     reference: str
     postings: _containers.RepeatedCompositeFieldContainer[Posting]
     payment_id: str
     description: str
-    def __init__(self, reference: _Optional[str] = ..., postings: _Optional[_Iterable[_Union[Posting, _Mapping]]] = ..., payment_id: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, reference: _Optional[str] = ..., postings: _Optional[_Iterable[_Union[Posting, _Mapping]]] = ..., payment_id: _Optional[str] = ..., description: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PostTransactionsRequest(_message.Message):
     __slots__ = ("transactions",)

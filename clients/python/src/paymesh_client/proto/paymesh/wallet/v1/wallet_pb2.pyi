@@ -806,10 +806,31 @@ class PostTransactionRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REFERENCE_FIELD_NUMBER: _builtins.int
     POSTINGS_FIELD_NUMBER: _builtins.int
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     reference: _builtins.str
     """reference is the idempotency reference, e.g. "<refund_id>:post"."""
     payment_id: _builtins.str
@@ -820,6 +841,16 @@ class PostTransactionRequest(_message.Message):
     def postings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Posting]:
         """postings are two or more legs summing to zero per currency."""
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """trace_context is the W3C trace context (`traceparent`, optionally
+        `tracestate`) of the request this transaction serves, when a batch call
+        carries transactions of several requests: the wallet.posted events it
+        writes join that request's trace instead of the batch call's. Optional;
+        other keys, and values that are not printable ASCII of at most 512
+        characters, are ignored. Never part of the idempotency fingerprint.
+        """
+
     def __init__(
         self,
         *,
@@ -827,10 +858,11 @@ class PostTransactionRequest(_message.Message):
         postings: _abc.Iterable[Global___Posting] | None = ...,
         payment_id: _builtins.str = ...,
         description: _builtins.str = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "payment_id", b"payment_id", "postings", b"postings", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "payment_id", b"payment_id", "postings", b"postings", "reference", b"reference", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
