@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paymesh_runtime import reflection, telemetry
+from paymesh_runtime import heap, reflection, telemetry
 from paymesh_runtime.callers import Callers
 from paymesh_runtime.health import HealthReporter, Probe
 from paymesh_runtime.interceptors import MeshServerInterceptor
@@ -129,3 +129,4 @@ def start_telemetry(service: str, settings: ServiceSettings) -> None:
     telemetry.configure_logging(service, settings)
     telemetry.configure_tracing(service, settings)
     telemetry.start_metrics_server(settings)
+    heap.export_gc_pauses()
