@@ -59,12 +59,19 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,ty
     table); `create_server` turns it off when a service adds interceptors.
     """
 
-    def __init__(self, callers: Callers, *, reuse_handlers: bool = True, tracer: trace.Tracer | None = None) -> None:
+    def __init__(
+        self,
+        callers: Callers,
+        *,
+        reuse_handlers: bool = True,
+        tracer: trace.Tracer | None = None,
+        rpc_log: RpcLog | None = None,
+    ) -> None:
         self._callers = callers
         self._tracer = tracer or telemetry.tracer()
         self._reuse = reuse_handlers
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-        self._rpc_log = RpcLog()
+        self._rpc_log = rpc_log or RpcLog()
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails

@@ -25,6 +25,7 @@ from paymesh_runtime.callers import Callers
 from paymesh_runtime.health import HealthReporter, Probe
 from paymesh_runtime.interceptors import MeshServerInterceptor
 from paymesh_runtime.settings import ServiceSettings
+from paymesh_runtime.telemetry_logs import RpcLog
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,12 @@ def create_server(
 ) -> RunningServer:
     """The server of `servicers`; `callers` says whose calls they are (paymesh_runtime.callers)."""
     server = grpc.aio.server(
-        interceptors=[MeshServerInterceptor(callers, reuse_handlers=not interceptors), *interceptors],
+        interceptors=[
+            MeshServerInterceptor(
+                callers, reuse_handlers=not interceptors, rpc_log=RpcLog(settings.rpc_log_ok_per_second)
+            ),
+            *interceptors,
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
     for servicer in servicers:

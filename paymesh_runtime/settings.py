@@ -30,6 +30,12 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector endpoint; empty disables export.")
     log_level: str = Field("INFO", description="Root log level.")
     log_format: str = Field("json", pattern="^(json|text)$", description="json or text logs.")
+    rpc_log_ok_per_second: int = Field(
+        100,
+        ge=0,
+        description="Lines per second and method for RPCs that succeeded quickly; failed, slow and sampled "
+        "calls are always logged (paymesh_runtime.telemetry_logs.RpcLog).",
+    )
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish.")
     health_probe_interval_seconds: float = Field(
         2.0, gt=0, description="How often dependency probes refresh the health status."

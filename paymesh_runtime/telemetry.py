@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from contextvars import Token
 from dataclasses import dataclass
@@ -31,11 +32,14 @@ from typing import Any
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.environment_variables import OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio, Sampler
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Histogram, start_http_server
 
 from paymesh_runtime.settings import ServiceSettings
@@ -132,6 +136,31 @@ def _propagated_fields() -> frozenset[str]:
     return frozenset(propagate.get_global_textmap().fields)
 
 
+@functools.cache
+def _w3c_propagation() -> bool:
+    """Whether the global propagator is OpenTelemetry's default: W3C trace context, then W3C baggage."""
+    textmap = propagate.get_global_textmap()
+    kinds = [type(p) for p in getattr(textmap, "_propagators", ())]
+    return type(textmap) is CompositePropagator and kinds == [TraceContextTextMapPropagator, W3CBaggagePropagator]
+
+
+# A version-00 traceparent: trace id, parent span id, flags (W3C Trace Context, lowercase hex).
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def _extract(carrier: dict[str, str]) -> otel_context.Context:
+    """`propagate.extract(carrier)`, without its generic walk for the usual case: a version-00 traceparent
+    and an empty or absent tracestate (Envoy sends both on every call), nothing else."""
+    match = _TRACEPARENT.fullmatch(carrier.get("traceparent", ""))
+    if match is None or not _w3c_propagation() or carrier.get("tracestate") or len(carrier) > 2:
+        return propagate.extract(carrier)
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    if not trace_id or not span_id or (len(carrier) == 2 and "tracestate" not in carrier):
+        return propagate.extract(carrier)
+    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
+    return trace.set_span_in_context(NonRecordingSpan(parent), otel_context.Context())
+
+
 def remote_context(metadata: Any) -> otel_context.Context | None:
     """The sender's trace context from gRPC metadata or Kafka headers; None when it sent none."""
     return _received(metadata)[0]
@@ -147,7 +176,7 @@ def _received(metadata: Any) -> tuple[otel_context.Context | None, str]:
             carrier[key] = value.decode(errors="replace") if isinstance(value, bytes) else value
         elif key == REQUEST_ID_HEADER:
             request_id = value
-    return (propagate.extract(carrier) if carrier else None), clean_request_id(request_id) if request_id else ""
+    return (_extract(carrier) if carrier else None), clean_request_id(request_id) if request_id else ""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from opentelemetry import trace
 
 from paymesh_runtime import failures
 from paymesh_runtime.settings import ServiceSettings
+from paymesh_runtime.telemetry_spans import is_sampled
 
 # The edge's request id of the call being served ("" outside a call).
 REQUEST_ID: ContextVar[str] = ContextVar("paymesh_request_id", default="")
@@ -111,32 +112,61 @@ SERVER_ERRORS = frozenset(
 )
 
 
+# OK calls at least this slow are always logged, whatever the budget.
+SLOW_CALL_SECONDS = 0.5
+DEFAULT_OK_LINES_PER_SECOND = 100
+
+
 class RpcLog:
-    """The INFO line of each RPC a server handled: method, gRPC code, duration.
+    """The line of each RPC a server handled: method, gRPC code, duration.
 
     Written inside the call's context, so it carries the call's trace, span and
-    request ids. Logged at INFO for every call, not sampled: a line costs
-    ~20-30 µs of CPU (docs/observability.md, "Logs"); whether that is visible
-    per payment is for `make bench` to say (docs/performance.md,
-    "Observability"). Set the `paymesh.rpc` logger to WARNING to keep only the
-    calls that failed on the server's side.
+    request ids. Every call that did not succeed gets its line (WARNING when it
+    is the server's fault, INFO otherwise), and so does every call in a
+    sampled trace and every call slower than SLOW_CALL_SECONDS. Calls that
+    succeeded quickly get theirs up to `ok_per_second` lines per method in each
+    second; the next line written for that method says how many were skipped
+    (`rpc_lines_skipped`). A line costs ~15 µs of CPU, which at a few hundred
+    payments a second was 4 % of payment_svc's (docs/performance.md,
+    "Observability"); Envoy's access log still has one line per request.
+    `ok_per_second` 0 keeps only those lines that are always written; set the
+    `paymesh.rpc` logger to WARNING to keep only the server's failures.
     """
 
-    __slots__ = ("_logger",)
+    __slots__ = ("_budget", "_logger", "_windows")
 
-    def __init__(self) -> None:
+    def __init__(self, ok_per_second: int = DEFAULT_OK_LINES_PER_SECOND) -> None:
         self._logger = logging.getLogger(RPC_LOGGER)
+        self._budget = ok_per_second
+        # Per method: [start of its current one-second window (monotonic), OK lines written in it, skipped].
+        self._windows: dict[str, list[float]] = {}
 
     def log(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         level = logging.WARNING if code in SERVER_ERRORS else logging.INFO  # the server's fault
         if not self._logger.isEnabledFor(level):
             return
+        quick_success = code is grpc.StatusCode.OK and seconds < SLOW_CALL_SECONDS
+        if quick_success and not is_sampled() and not self._within_budget(method):
+            return
+        fields: dict[str, Any] = {}
+        window = self._windows.get(method)
+        if window is not None and window[2]:
+            fields["rpc_lines_skipped"] = int(window[2])
+            window[2] = 0
         millis = round(seconds * 1000, 2)
-        self._logger.log(
-            level,
-            "rpc %s %s %.2fms",
-            method,
-            code.name,
-            millis,
-            extra={"fields": {"rpc_method": method, "rpc_code": code.name, "duration_ms": millis}},
-        )
+        fields.update(rpc_method=method, rpc_code=code.name, duration_ms=millis)
+        self._logger.log(level, "rpc %s %s %.2fms", method, code.name, millis, extra={"fields": fields})
+
+    def _within_budget(self, method: str) -> bool:
+        """Counts one quick OK call of `method` against this second's budget; False when it is spent."""
+        now = time.monotonic()
+        window = self._windows.get(method)
+        if window is None:
+            window = self._windows[method] = [now, 0, 0]
+        elif now - window[0] >= 1.0:
+            window[0], window[1] = now, 0
+        if window[1] >= self._budget:
+            window[2] += 1
+            return False
+        window[1] += 1
+        return True

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from prometheus_client import REGISTRY
 
-from paymesh_runtime import metrics, metrics_business, telemetry_spans
+from paymesh_runtime import metrics, metrics_business, telemetry_logs, telemetry_spans
 from paymesh_runtime.group_commit import GroupCommit
 from paymesh_runtime.settings import ServiceSettings
 from paymesh_runtime.telemetry_export import GRPC, HTTP_PROTOBUF, service_resource, span_exporter, trace_export
@@ -149,6 +149,35 @@ def test_one_info_line_per_call_warning_for_the_servers_own_failures(caplog: pyt
         ("WARNING", "rpc /pkg.S/Broken INTERNAL 500.00ms"),
     ]
     assert caplog.records[0].fields == {"rpc_method": "/pkg.S/Ok", "rpc_code": "OK", "duration_ms": 12.3}  # type: ignore[attr-defined]
+
+
+def test_quick_successes_are_logged_up_to_the_budget_then_the_skipped_are_counted(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, spans: InMemorySpanExporter
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(telemetry_logs.time, "monotonic", lambda: clock[0])
+    rpc_log = RpcLog(ok_per_second=2)
+    with caplog.at_level(logging.INFO, logger="paymesh.rpc"):
+        for _ in range(5):
+            rpc_log.log("/pkg.S/Ok", grpc.StatusCode.OK, 0.001)  # 2 written, 3 skipped
+        rpc_log.log("/pkg.S/Other", grpc.StatusCode.OK, 0.001)  # a budget per method
+        rpc_log.log("/pkg.S/Ok", grpc.StatusCode.NOT_FOUND, 0.001)  # failures: always
+        rpc_log.log("/pkg.S/Ok", grpc.StatusCode.OK, telemetry_logs.SLOW_CALL_SECONDS)  # slow: always
+        with trace.get_tracer("t").start_as_current_span("sampled"):
+            rpc_log.log("/pkg.S/Ok", grpc.StatusCode.OK, 0.001)  # in a sampled trace: always
+        rpc_log.log("/pkg.S/Ok", grpc.StatusCode.OK, 0.001)  # skipped
+        clock[0] += 1.0
+        rpc_log.log("/pkg.S/Ok", grpc.StatusCode.OK, 0.001)  # a new second, a new budget
+    lines = [(r.fields["rpc_method"], r.fields["rpc_code"], r.fields.get("rpc_lines_skipped")) for r in caplog.records]  # type: ignore[attr-defined]
+    assert lines == [
+        ("/pkg.S/Ok", "OK", None),
+        ("/pkg.S/Ok", "OK", None),
+        ("/pkg.S/Other", "OK", None),
+        ("/pkg.S/Ok", "NOT_FOUND", 3),
+        ("/pkg.S/Ok", "OK", None),
+        ("/pkg.S/Ok", "OK", None),
+        ("/pkg.S/Ok", "OK", 1),
+    ]
 
 
 # --- spans ----------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -222,6 +222,27 @@ async def test_an_unknown_method_is_unimplemented_and_nothing_is_remembered_for_
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await sampled.call(f"Missing{uuid.uuid4().hex}")
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize(
+    "carrier",
+    [
+        {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+        {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-00", "tracestate": ""},
+        {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01", "tracestate": "vendor=1"},
+        {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01", "baggage": "k=v"},
+        {"traceparent": "00-" + "0" * 32 + "-" + "b" * 16 + "-01"},  # invalid: zero trace id
+        {"traceparent": "00-" + "A" * 32 + "-" + "b" * 16 + "-01"},  # invalid: uppercase
+        {"traceparent": "01-" + "a" * 32 + "-" + "b" * 16 + "-01-future"},  # a later version's extension
+        {"traceparent": "garbage"},
+        {"tracestate": "vendor=1"},
+    ],
+)
+def test_a_received_trace_context_is_read_as_the_standard_propagator_reads_it(carrier: dict[str, str]) -> None:
+    fast = trace.get_current_span(telemetry._extract(dict(carrier)))
+    standard = trace.get_current_span(propagate.extract(dict(carrier)))
+    assert fast.get_span_context() == standard.get_span_context()
+    assert fast.get_span_context().trace_state == standard.get_span_context().trace_state
 
 
 def test_a_database_error_is_logged_without_its_statement_or_parameters() -> None:
