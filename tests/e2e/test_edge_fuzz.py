@@ -34,6 +34,7 @@ from paymesh.notify.v1 import notify_pb2
 from paymesh.payment.v1 import payment_pb2
 from paymesh.wallet.v1 import wallet_pb2
 from tests.e2e.test_authorization import Edge, Person
+from tests.secret_values import FUZZED
 
 pytestmark = pytest.mark.e2e
 SERVICES = (auth_pb2, wallet_pb2, payment_pb2, notify_pb2)
@@ -314,7 +315,8 @@ def test_no_input_at_any_route_gets_a_5xx_a_class_name_or_an_undocumented_error(
         for placeholder, wallet_id in ids.items():
             url = url.replace(placeholder, wallet_id)
             content = content.replace(placeholder.encode(), wallet_id.encode()) if content else content
-        reply = client.request(route.verb, url, content=content, headers=headers)
+        # Fuzz, not credentials: the session's log check leaves these bodies and queries out (tests/secret_values).
+        reply = client.request(route.verb, url, content=content, headers=headers, extensions={FUZZED: True})
         _check(reply, example)
 
     one()

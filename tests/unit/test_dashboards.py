@@ -105,6 +105,7 @@ def test_the_golden_signals_board_has_each_signal_per_service_and_the_edges() ->
     assert "by (job, le)" in rows["Latency"]
     assert "process_cpu_seconds_total" in rows["Saturation"]
     assert "process_resident_memory_bytes" in rows["Saturation"]
+    assert "paymesh_gc_pause_seconds_bucket" in rows["Saturation"]
     for edge_metric in ("envoy_http_downstream_rq_xx", "envoy_http_local_rate_limit_rate_limited"):
         assert edge_metric in rows["Edge (Envoy)"]
 

@@ -22,7 +22,7 @@ from paymesh.auth.v1 import auth_pb2
 from paymesh.notify.v1 import notify_pb2
 from paymesh.payment.v1 import payment_pb2
 from paymesh.wallet.v1 import wallet_pb2
-from tests.secret_values import SENSITIVE_FIELDS, SecretRecorder, leaks
+from tests.secret_values import FUZZED, SENSITIVE_FIELDS, SecretRecorder, leaks
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEyMyJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
@@ -64,6 +64,21 @@ def test_the_recorder_remembers_every_credential_a_request_or_answer_holds(recor
         "query-token-5678",
     }  # not the email, the URL, the page size, a value under 8 characters, or what a non-JSON answer says
     assert {"/v1/payments", "/v1/auth/login", "/v1/payments/pay-1", "/v1/other"} <= recorder.paths
+
+
+def test_a_fuzzed_request_leaves_its_body_and_query_out_but_not_its_bearer_token_or_path(
+    recorder: SecretRecorder,
+) -> None:
+    with httpx.Client(transport=httpx.MockTransport(_answer), base_url="http://edge") as client:
+        client.post(
+            "/v1/wallets/transfer",
+            headers={"authorization": f"Bearer {JWT}"},
+            json={"password": "untranscoded", "card_token": "transfer-encoding"},
+            params={"page_token": "application/json"},
+            extensions={FUZZED: True},
+        )
+    assert recorder.values == {f"Bearer {JWT}", JWT}
+    assert "/v1/wallets/transfer" in recorder.paths
 
 
 def test_the_recorder_sees_async_clients_and_lets_go_when_uninstalled() -> None:
