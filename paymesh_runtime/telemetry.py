@@ -53,6 +53,7 @@ from paymesh_runtime.telemetry_logs import (
     clean_request_id,
 )
 from paymesh_runtime.telemetry_logs import configure_logging as configure_logging
+from paymesh_runtime.telemetry_spans import TRACE_CONTEXT_KEYS
 
 __all__ = ["JsonFormatter", "SafeFormatter", "configure_logging"]
 
@@ -152,10 +153,11 @@ def _extract(carrier: dict[str, str]) -> otel_context.Context:
     """`propagate.extract(carrier)`, without its generic walk for the usual case: a version-00 traceparent
     and an empty or absent tracestate (Envoy sends both on every call), nothing else."""
     match = _TRACEPARENT.fullmatch(carrier.get("traceparent", ""))
-    if match is None or not _w3c_propagation() or carrier.get("tracestate") or len(carrier) > 2:
+    unusual = carrier.get("tracestate") or not carrier.keys() <= TRACE_CONTEXT_KEYS or not _w3c_propagation()
+    if match is None or unusual:
         return propagate.extract(carrier)
     trace_id, span_id = int(match[1], 16), int(match[2], 16)
-    if not trace_id or not span_id or (len(carrier) == 2 and "tracestate" not in carrier):
+    if not trace_id or not span_id:  # invalid: the propagator ignores it
         return propagate.extract(carrier)
     parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
     return trace.set_span_in_context(NonRecordingSpan(parent), otel_context.Context())
