@@ -47,7 +47,9 @@ class Edge:
             {"email": email, "password": PASSWORD, "display_name": "T", "account_type": account_type},
         )
         assert user.status_code == 200, user.text
-        token = self.call("POST", "/v1/auth/login", None, {"email": email, "password": PASSWORD}).json()["access_token"]
+        login = self.call("POST", "/v1/auth/login", None, {"email": email, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        token = login.json()["access_token"]
         wallet = self.call("POST", "/v1/wallets", Person("", token, ""), {"currency": "USD"})
         assert wallet.status_code == 200, wallet.text
         return Person(user.json()["user_id"], token, wallet.json()["wallet_id"])
