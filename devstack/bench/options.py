@@ -36,8 +36,10 @@ class Options:
     concurrency: tuple[int, ...]
     duration: int
     open_duration: int
-    open_rate: float | None  # None: a fraction of the saturating rate measured in this run
-    open_fraction: float
+    # One open-loop run per rate (payments/s); empty: one per fraction of the saturating rate measured in
+    # this run. Several give latency against arrival rate.
+    open_rates: tuple[float, ...]
+    open_fractions: tuple[float, ...]
     ceiling_clients: tuple[int, ...]
     ceiling_duration: int
     ceiling_accounts: int
@@ -80,13 +82,22 @@ def _scenarios(text: str) -> tuple[str, ...]:
     return tuple(name for name in ALL if name in names)  # always run in the documented order
 
 
-def _open_rate(text: str) -> float | None:
-    if text == "auto":
-        return None
-    value = float(text)
-    if not 0.5 <= value <= 2000:
-        raise argparse.ArgumentTypeError("'auto' or a rate in [0.5, 2000] per second")
-    return value
+def _float_list(low: float, high: float, auto: bool = False) -> Callable[[str], tuple[float, ...]]:
+    """A comma-separated list of numbers in [low, high]; with `auto`, also 'auto' (the empty tuple)."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        if auto and text == "auto":
+            return ()
+        try:
+            values = tuple(float(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            values = ()
+        if not values or any(not low <= value <= high for value in values):
+            either = "'auto' or " if auto else ""
+            raise argparse.ArgumentTypeError(f"{either}a comma-separated list of numbers in [{low:g}, {high:g}]")
+        return values
+
+    return parse
 
 
 def parse(argv: Sequence[str] | None = None) -> Options:
@@ -99,12 +110,17 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     add("--concurrency", type=_int_list(1, 256), default=(1, 4, 16, 64), help="closed-loop requests in flight")
     add("--duration", type=_bounded(2, 300), default=10, help="seconds per closed-loop step")
     add("--open-duration", type=_bounded(5, 300), default=30, help="seconds of the open-loop run")
-    add("--open-rate", type=_open_rate, default=None, help="payments/s of the open loop, or 'auto' (default)")
+    add(
+        "--open-rate",
+        type=_float_list(0.5, 2000, auto=True),
+        default=(),
+        help="payments/s of the open loop, comma-separated for one run each, or 'auto' (default)",
+    )
     add(
         "--open-fraction",
-        type=_bounded(0.05, 1.0, float),
-        default=0.5,
-        help="with --open-rate auto: this share of the best HTTP closed-loop rate of the run",
+        type=_float_list(0.05, 1.0),
+        default=(0.25, 0.5),
+        help="with --open-rate auto: these shares of the best HTTP closed-loop rate of the run, one run each",
     )
     add("--ceiling-clients", type=_int_list(1, 64), default=(1, 16), help="pgbench client counts")
     add("--ceiling-duration", type=_bounded(2, 120), default=10, help="seconds per pgbench run")
@@ -143,8 +159,8 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         concurrency=args.concurrency,
         duration=args.duration,
         open_duration=args.open_duration,
-        open_rate=args.open_rate,
-        open_fraction=args.open_fraction,
+        open_rates=args.open_rate,
+        open_fractions=args.open_fraction,
         ceiling_clients=args.ceiling_clients,
         ceiling_duration=args.ceiling_duration,
         ceiling_accounts=args.ceiling_accounts,

@@ -125,7 +125,8 @@ def _options_line(options: Options) -> str:
     return (
         f"--scenarios {','.join(options.scenarios)} --concurrency {','.join(map(str, options.concurrency))}"
         f" --duration {options.duration} --open-duration {options.open_duration}"
-        f" --open-rate {options.open_rate or 'auto'} --payers {options.payers}"
+        f" --open-rate {','.join(f'{rate:g}' for rate in options.open_rates) or 'auto'}"
+        f" --open-fraction {','.join(f'{share:g}' for share in options.open_fractions)} --payers {options.payers}"
         f" --ceiling-clients {','.join(map(str, options.ceiling_clients))}"
         f" --ceiling-duration {options.ceiling_duration}"
     )
@@ -255,7 +256,8 @@ def plot(report: Report, path: Path) -> bool:
         axis.set_ylabel(unit)
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize="small")
+        if axis.get_legend_handles_labels()[0]:  # an open loop alone leaves the throughput axis empty
+            axis.legend(fontsize="small")
     figure.suptitle(f"make bench {report.started}")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -45,26 +45,26 @@ def _needed_tools(options: Options) -> list[str]:
     return [name for name, users in tools.items() if any(s in options.scenarios for s in users)]
 
 
-def _open_rate(options: Options, steps: list[Step], bucket_per_second: int | None, notes: list[str]) -> int:
-    if options.open_rate is not None:
-        rate = options.open_rate
+def _open_rates(options: Options, steps: list[Step], bucket_per_second: int | None, notes: list[str]) -> list[int]:
+    if options.open_rates:
+        rates = list(options.open_rates)
     else:
         closed = [s for s in steps if s.mode == "closed"]
         http = [s for s in closed if s.scenario == "http"] or closed
         saturating = best(s.result.per_second for s in http)
         if not http or saturating != saturating or saturating <= 0:
             raise SystemExit("--open-rate auto needs a closed-loop scenario in the run (or give --open-rate N)")
-        rate = options.open_fraction * saturating
+        rates = [share * saturating for share in options.open_fractions]
+        shares = " and ".join(f"{share:g}" for share in options.open_fractions)
         notes.append(
-            f"open-loop rate: {options.open_fraction:g} × the best {http[0].scenario} closed-loop rate of this run"
-            f" ({saturating:,.1f}/s)"
+            f"open-loop rate: {shares} × the best {http[0].scenario} closed-loop rate of this run ({saturating:,.1f}/s)"
         )
     if bucket_per_second is not None:
         cap = int(bucket_per_second * _BUCKET_HEADROOM)
-        if rate > cap:
+        if any(rate > cap for rate in rates):
             notes.append(f"open-loop rate capped at {cap}/s, under the edge's payment bucket ({bucket_per_second}/s)")
-            rate = cap
-    return max(1, round(rate))
+            rates = [min(rate, cap) for rate in rates]
+    return [max(1, round(rate)) for rate in rates]
 
 
 def _payments(
@@ -96,10 +96,10 @@ def _payments(
         if OPEN in options.scenarios:
             enforced = options.edge_limits == "enforce"
             bucket = envoy_admin.payment_bucket(PROFILE, stack.ports).per_second if enforced else None
-            rate = _open_rate(options, steps, bucket, notes)
-            _say(f"open loop: {options.open_duration} s at {rate} payments/s")
-            steps.append(runner.open(rate))
-            _progress(steps[-1])
+            for rate in _open_rates(options, steps, bucket, notes):
+                _say(f"open loop: {options.open_duration} s at {rate} payments/s")
+                steps.append(runner.open(rate))
+                _progress(steps[-1])
         _say(f"ledger check (waiting up to {options.settle_timeout} s for unfinished payments)")
         return stores.ledger_check(book, options.settle_timeout)
 

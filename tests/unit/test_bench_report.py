@@ -18,10 +18,13 @@ def test_defaults_run_everything_in_the_documented_order() -> None:
     chosen = bench_options.parse([])
     assert chosen.scenarios == bench_options.ALL
     assert chosen.concurrency == (1, 4, 16, 64)
-    assert chosen.open_rate is None  # half the measured saturating rate
+    assert (chosen.open_rates, chosen.open_fractions) == ((), (0.25, 0.5))  # of the measured saturating rate
     picked = bench_options.parse(["--scenarios", "open,http", "--concurrency", "2,8", "--open-rate", "12.5"])
     assert picked.scenarios == ("http", "open")
-    assert (picked.concurrency, picked.open_rate) == ((2, 8), 12.5)
+    assert (picked.concurrency, picked.open_rates) == ((2, 8), (12.5,))
+    swept = bench_options.parse(["--open-rate", "auto", "--open-fraction", "0.25,0.5"])
+    assert (swept.open_rates, swept.open_fractions) == ((), (0.25, 0.5))
+    assert bench_options.parse(["--open-rate", "100,150"]).open_rates == (100.0, 150.0)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +35,9 @@ def test_defaults_run_everything_in_the_documented_order() -> None:
         ["--concurrency", "1,1000"],
         ["--duration", "3600"],
         ["--open-rate", "0"],
+        ["--open-rate", "100,x"],
+        ["--open-fraction", "0.5,2"],
+        ["--open-fraction", "auto"],
         ["--payers", "500"],
     ],
 )
