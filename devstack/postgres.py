@@ -28,6 +28,12 @@ DATABASES = tuple(f"paymesh_{service}" for service in SERVICES)
 MAX_SOCKET_PATH = 107
 # Test stacks trade crash safety for speed: the data is thrown away anyway.
 TEST_ONLY_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+# The local stack (`make up`, `make bench`) keeps its data and grows with every bench: with the
+# defaults (128 MB of shared buffers, 1 GB of WAL between checkpoints) its working set outgrew the
+# buffers, backends wrote out dirty pages themselves and bursts forced checkpoints, so the same bench
+# got slower run after run (docs/performance.md). Sized like a small dedicated database instead;
+# durability is untouched (fsync and synchronous commit stay on).
+LOCAL_SETTINGS = ("shared_buffers=1GB", "max_wal_size=4GB", "checkpoint_timeout=15min")
 
 
 def postgres_bin_dir() -> Path:
@@ -100,6 +106,8 @@ class Postgres(Component):
         ]
         if self.ctx.profile == "test":
             settings += TEST_ONLY_SETTINGS
+        else:
+            settings += LOCAL_SETTINGS
         argv = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
         for setting in settings:
             argv += ["-c", setting]
