@@ -1,24 +1,20 @@
 """The hot statements of batched postings: set-based, on a plain asyncpg connection.
 
-A batch is two round trips whatever its size, and no explicit transaction:
-one statement reads its accounts, stored references and outbox sequences
-without a lock and reserves posting numbers (_READ); one call of
-post_wallet_batch_if_unmoved (migration 0007) writes what the batch decided,
-in a transaction of its own, if nothing it read has moved since. If something
-has, the batch is decided again under locks, in four round trips: BEGIN; one
-statement that claims its references, locks its accounts and reserves
-posting numbers (_OPEN); one call of post_wallet_batch (migration 0006);
-COMMIT. asyncpg prepares each statement once per connection. The schema's
-triggers and constraints apply to these rows exactly as to PostTransaction's.
+A batch is four round trips whatever its size: BEGIN; one statement that
+claims its references, locks its accounts and reserves posting numbers
+(_OPEN); one call of post_wallet_batch (migration 0006) that writes what the
+batch decided; COMMIT. asyncpg prepares each statement once per connection.
+The schema's triggers and constraints apply to these rows exactly as to
+PostTransaction's.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
@@ -59,25 +55,6 @@ SELECT l.*, s.last_sequence,
        (SELECT coalesce(array_agg(nextval('postings_seq_seq')), '{}') FROM generate_series(1, $6::int)) AS seqs
 FROM locked l LEFT JOIN sequences s ON s.aggregate_id = l.id::text
 ORDER BY l.id
-"""
-
-# One snapshot, no lock: the accounts (each as an `accounts` row), their last outbox sequences, what earlier
-# calls stored under the batch's references (each as a `ledger_references` row), and $3 posting numbers.
-_READ = """
-SELECT (SELECT coalesce(array_agg(a), '{}') FROM accounts a WHERE id = ANY($2::uuid[])) AS accounts,
-       (SELECT coalesce(array_agg(s), '{}') FROM outbox_sequence s
-         WHERE aggregate_id = ANY($2::uuid[]::text[])) AS sequences,
-       (SELECT coalesce(array_agg(r), '{}') FROM ledger_references r WHERE reference = ANY($1::text[])) AS stored,
-       (SELECT coalesce(array_agg(nextval('postings_seq_seq')), '{}') FROM generate_series(1, $3::int)) AS seqs
-"""
-
-_WRITE_IF_UNMOVED = """
-SELECT post_wallet_batch_if_unmoved($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::bigint[],
-                                    $7::bigint[], $8::bigint[], $9, $10::text[], $11::text[], $12::text[],
-                                    $13::uuid[], $14::uuid[], $15::text[], $16::text[], $17::text[], $18::uuid[],
-                                    $19::bigint[], $20::uuid[], $21::uuid[], $22::text[], $23::bigint[],
-                                    $24::bigint[], $25::uuid[], $26::text[], $27::smallint[], $28::text[],
-                                    $29::text[], $30::bytea[], $31::jsonb[], $32::bigint[])
 """
 
 _STORED_REFERENCES = """
@@ -126,9 +103,6 @@ async def open_batch(
     )
 
 
-T = TypeVar("T")
-
-
 class LedgerDiverged(RuntimeError):
     """The database computed another balance than the batch's decisions assumed: a bug, never an answer."""
 
@@ -170,77 +144,6 @@ def planned_transactions(
     return planned
 
 
-class BatchMoved(Exception):
-    """Something a batch read without a lock moved before its write: nothing was stored."""
-
-
-@dataclass(frozen=True)
-class Read:
-    """What a batch read without a lock."""
-
-    accounts: dict[uuid.UUID, Account]
-    last_sequences: dict[str, int]  # the last outbox sequence of each account that has one
-    stored: dict[str, StoredReference]  # what earlier calls committed under the batch's references
-    posting_numbers: list[int]  # reserved `postings.seq` values, one per leg the batch may post
-
-
-async def read_batch(db: Any, references: Collection[str], account_ids: Collection[uuid.UUID], legs: int) -> Read:
-    """The accounts, their outbox sequences and the stored references of a batch, as of one snapshot."""
-    row = await db.fetchrow(_READ, list(references), sorted(set(account_ids)), legs)
-    return Read(
-        {account["id"]: store.account_of(account) for account in row["accounts"]},
-        {sequence["aggregate_id"]: sequence["last_sequence"] for sequence in row["sequences"]},
-        {reference["reference"]: store.stored_reference(reference) for reference in row["stored"]},
-        list(row["seqs"]),
-    )
-
-
-async def write_batch_if_unmoved(
-    db: Any,
-    read: Read,
-    account_ids: Collection[uuid.UUID],
-    claims: Sequence[tuple[str, str, uuid.UUID]],
-    at: datetime,
-    release: Sequence[str],
-    rewrite: Sequence[Post],
-    transactions: Mapping[uuid.UUID, LedgerTransaction],
-    events: OutboxRows,
-    event_sequences: Sequence[int],
-) -> dict[uuid.UUID, LedgerTransaction]:
-    """Claims (reference, fingerprint, transaction id) of each reference `read` found free and writes a
-    decided batch in a transaction of its own, if every account, outbox sequence and claim is as `read`;
-    returns `transactions` with each leg's balance as stored. Raises BatchMoved (nothing stored) if not,
-    LedgerDiverged or a constraint's PaymeshError as write_batch does."""
-    ids = sorted(set(account_ids))
-    accounts = [read.accounts.get(account_id) for account_id in ids]
-    arguments = _write_arguments(at, release, rewrite, transactions, events, event_sequences)
-    try:
-        balances = await _known_errors(
-            db.fetchval(
-                _WRITE_IF_UNMOVED,
-                [claim[0] for claim in claims],
-                [claim[1] for claim in claims],
-                [claim[2] for claim in claims],
-                ids,
-                [account.state.value if account else None for account in accounts],
-                # A system account's balance decides nothing (it may go negative): never compared.
-                [account.posted if account and not account.is_system else None for account in accounts],
-                [account.held if account else None for account in accounts],
-                [read.last_sequences.get(str(account_id)) for account_id in ids],
-                *arguments,
-            )
-        )
-    except asyncpg.SerializationError as error:
-        if getattr(error, "constraint_name", None) != "wallet_batch_moved":
-            raise
-        raise BatchMoved(str(error)) from error
-    stored = iter(balances)
-    return {
-        tx_id: replace(tx, postings=tuple(replace(posting, balance_after=next(stored)) for posting in tx.postings))
-        for tx_id, tx in transactions.items()
-    }
-
-
 async def write_batch(
     db: Any,
     at: datetime,
@@ -251,48 +154,30 @@ async def write_batch(
     event_sequences: Sequence[int],
 ) -> None:
     """Writes a decided batch in one call (post_wallet_batch); raises LedgerDiverged if the ledger
-    computed another balance than the batch decided, or the known PaymeshError of a constraint."""
-    await _known_errors(
-        db.execute(_WRITE, *_write_arguments(at, release, rewrite, transactions, events, event_sequences))
-    )
-
-
-def _write_arguments(
-    at: datetime,
-    release: Sequence[str],
-    rewrite: Sequence[Post],
-    transactions: Mapping[uuid.UUID, LedgerTransaction],
-    events: OutboxRows,
-    event_sequences: Sequence[int],
-) -> list[Any]:
-    """post_wallet_batch's arguments, in order."""
+    computed another balance than the batch decided on, or the known PaymeshError of a constraint."""
     legs = [posting for tx in transactions.values() for posting in tx.postings]
-    return [
-        at,
-        list(release),
-        [post.request.reference for post in rewrite],
-        [post.fingerprint for post in rewrite],
-        [post.transaction_id for post in rewrite],
-        [tx.id for tx in transactions.values()],
-        [tx.reference for tx in transactions.values()],
-        [tx.payment_id for tx in transactions.values()],
-        [tx.description for tx in transactions.values()],
-        [leg.id for leg in legs],
-        [leg.seq for leg in legs],
-        [leg.transaction_id for leg in legs],
-        [leg.account_id for leg in legs],
-        [leg.amount.currency for leg in legs],
-        [leg.amount.amount for leg in legs],
-        [leg.balance_after for leg in legs],
-        *events.columns(),
-        list(event_sequences),
-    ]
-
-
-async def _known_errors(call: Awaitable[T]) -> T:
-    """`call`'s result; a constraint it violated as LedgerDiverged or the PaymeshError it stands for."""
     try:
-        return await call
+        await db.execute(
+            _WRITE,
+            at,
+            list(release),
+            [post.request.reference for post in rewrite],
+            [post.fingerprint for post in rewrite],
+            [post.transaction_id for post in rewrite],
+            [tx.id for tx in transactions.values()],
+            [tx.reference for tx in transactions.values()],
+            [tx.payment_id for tx in transactions.values()],
+            [tx.description for tx in transactions.values()],
+            [leg.id for leg in legs],
+            [leg.seq for leg in legs],
+            [leg.transaction_id for leg in legs],
+            [leg.account_id for leg in legs],
+            [leg.amount.currency for leg in legs],
+            [leg.amount.amount for leg in legs],
+            [leg.balance_after for leg in legs],
+            *events.columns(),
+            list(event_sequences),
+        )
     except asyncpg.IntegrityConstraintViolationError as error:
         constraint = getattr(error, "constraint_name", None)
         if constraint == "postings_batch_balance":
