@@ -9,13 +9,19 @@ Every mutating call follows the same steps inside its transaction:
    constraints reject anything that must never be stored;
 5. enqueue the events in the outbox;
 and commits, so that the reference, the effect and its events are one unit.
+
+Postings follow the same steps for a whole batch at once
+(wallet_svc.batch_operations): PostTransactions is a batch, and single
+PostTransaction calls in flight are gathered into batches (group commit), so
+the account every card payment, refund and payout posts to is locked once
+per batch rather than once per call.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -23,9 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paymesh.events.v1 import events_pb2
 from paymesh_runtime.errors import AlreadyExists, not_found
-from paymesh_runtime.outbox import Outbox
+from paymesh_runtime.group_commit import GroupCommit
+from paymesh_runtime.outbox import Outbox, trace_context
 from wallet_svc import batch_operations, events, ledger, store
-from wallet_svc.batch import PostOutcome
+from wallet_svc.batch import MAX_TRANSACTIONS, PostOutcome
 from wallet_svc.ledger import (
     Account,
     AccountKey,
@@ -57,6 +64,7 @@ class Ledger:
         self._outbox = outbox
         self._policy = policy
         self._system = store.SystemAccounts(engine)
+        self._single_posts = GroupCommit(self.post_all, max_batch=MAX_TRANSACTIONS, name="wallet_post")
 
     # --- wallets ---------------------------------------------------------------------
 
@@ -120,26 +128,16 @@ class Ledger:
     # --- postings ----------------------------------------------------------------------
 
     async def post(self, request: ledger.PostRequest) -> LedgerTransaction:
-        ids = await self._resolve(leg.account for leg in request.legs)
-        transaction_id = uuid.uuid4()
-        async with store.transaction(self._engine) as conn:
-            stored = await store.claim_reference(
-                conn,
-                request.reference,
-                Operation.POST_TRANSACTION,
-                request.fingerprint(),
-                transaction_id=transaction_id,
-            )
-            if stored is not None:
-                ledger.check_replay(request.reference, stored, Operation.POST_TRANSACTION, request.fingerprint())
-                assert stored.transaction_id is not None
-                return await store.load_transaction(conn, stored.transaction_id)
-            locked = await self._lock_all(conn, ids)
-            ledger.check_postings(request.legs, locked)
-            legs = [store.ResolvedLeg(locked[leg.account], leg.amount) for leg in request.legs]
-            tx = await store.insert_transaction(conn, transaction_id, request, request.payment_id, legs)
-            await self._enqueue_postings(conn, tx, locked.values(), {})
-        return tx
+        """PostTransaction, gathered with the calls in flight into batches (post_all): the account every card
+        payment, refund and payout posts to (the settlement account) is written once per batch, not once per
+        call, and each call is judged exactly as alone, after the ones before it in its batch."""
+        if not request.trace_context:  # its events belong to this call's trace, not to its batch's
+            request = replace(request, trace_context=trace_context())
+        outcome = await self._single_posts.submit(request)
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.transaction is not None
+        return outcome.transaction
 
     async def post_all(self, requests: Sequence[ledger.PostRequest]) -> list[PostOutcome]:
         """PostTransaction for each request, judged in order, in one database transaction."""

@@ -372,19 +372,11 @@ _CLAIM_REFERENCE = compiled_once(
     .on_conflict_do_nothing(index_elements=["reference"])
     .returning(ledger_references.c.reference)
 )
+
+
 # A batch's claims, in reference order: concurrent batches that share
 # references wait on each other in one order (no cycle), as single calls
 # claim theirs, before any account is locked.
-_CLAIM_POSTINGS = text(
-    "INSERT INTO ledger_references (reference, operation, fingerprint, transaction_id)"
-    " SELECT reference, CAST(:operation AS text), fingerprint, transaction_id"
-    " FROM unnest(CAST(:references AS text[]), CAST(:fingerprints AS text[]), CAST(:transaction_ids AS uuid[]))"
-    " AS claim(reference, fingerprint, transaction_id)"
-    " ORDER BY reference"
-    " ON CONFLICT (reference) DO NOTHING RETURNING reference"
-)
-
-
 async def claim_reference(
     conn: AsyncConnection,
     reference: str,
@@ -418,18 +410,6 @@ async def claim_reference(
     # A new statement: in READ COMMITTED it sees the row the winner committed.
     row = (await conn.execute(select(ledger_references).where(ledger_references.c.reference == reference))).one()
     return stored_reference(row._mapping)
-
-
-async def claim_postings(conn: AsyncConnection, claims: Sequence[tuple[str, str, uuid.UUID]]) -> set[str]:
-    """Claims PostTransaction references (reference, fingerprint, transaction id) as claim_reference
-    does, all in one statement; returns those claimed now (the others were stored before)."""
-    params = {
-        "operation": ledger.Operation.POST_TRANSACTION.value,
-        "references": [claim[0] for claim in claims],
-        "fingerprints": [claim[1] for claim in claims],
-        "transaction_ids": [claim[2] for claim in claims],
-    }
-    return set((await conn.execute(_CLAIM_POSTINGS, params)).scalars())
 
 
 def stored_reference(row: Mapping[Any, Any]) -> ledger.StoredReference:

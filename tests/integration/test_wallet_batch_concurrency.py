@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from devstack.stack import Stack
@@ -179,3 +180,37 @@ async def waiting_on_locks(wallets: Wallets, count: int) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"fewer than {count} transactions wait on a lock")
+
+
+def _single_post_batches() -> tuple[float, float]:
+    """(batches, calls) that group commit handled for single PostTransaction calls so far."""
+    labels = {"name": "wallet_post"}
+    count = REGISTRY.get_sample_value("paymesh_group_commit_batch_size_count", labels) or 0.0
+    total = REGISTRY.get_sample_value("paymesh_group_commit_batch_size_sum", labels) or 0.0
+    return count, total
+
+
+async def test_single_calls_in_flight_on_the_settlement_account_go_in_batches_each_judged_alone(
+    wallets: Wallets,
+) -> None:
+    """Card payments, refunds and payouts all post to the one settlement account: concurrent single calls
+    are gathered into batches (one lock of that account per batch), yet each answers as it would alone."""
+    payees = [await funded_wallet(wallets, 0) for _ in range(40)]
+    payer = await funded_wallet(wallets, 1000)
+    batches_before, calls_before = _single_post_batches()
+    credits = [credit(payee, 25) for payee in payees]
+    debits = [debit(payer, 30) for _ in range(40)]
+    answers = await asyncio.gather(*(single_outcome(wallets, item) for item in credits + debits))
+    assert answers[:40] == [OK] * 40
+    assert Counter(answers[40:]) == {OK: 33, "INSUFFICIENT_FUNDS": 7}
+    batches, calls = _single_post_batches()
+    assert calls - calls_before == 80
+    assert batches - batches_before < 80  # some calls shared a batch
+    for payee in payees:
+        assert await wallets.balances(payee) == (25, 0)
+    assert await wallets.balances(payer) == (10, 0)
+    assert await lowest_balance(wallets, payer) == 10
+    # Replayed alone, each call answers what it posted, and posts nothing more.
+    again = await asyncio.gather(*(wallets.internal.PostTransaction(item) for item in credits[:5]))
+    assert {tx.reference for tx in again} == {item.reference for item in credits[:5]}
+    assert await wallets.balances(payees[0]) == (25, 0)
