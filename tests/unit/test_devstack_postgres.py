@@ -16,7 +16,7 @@ def _settings(profile: str, run_dir: Path) -> list[str]:
 
 def test_the_local_database_is_durable_and_sized_for_a_growing_bench_database(tmp_path: Path) -> None:
     settings = _settings("local", tmp_path)
-    assert {"shared_buffers=1GB", "max_wal_size=4GB"} <= set(settings)
+    assert {"shared_buffers=1GB", "max_wal_size=4GB", "autovacuum_naptime=5s"} <= set(settings)
     # What make bench measures must be as durable as production: nothing turns fsync or commits off.
     assert not [s for s in settings if s.startswith(("fsync=", "synchronous_commit=", "full_page_writes="))]
 
