@@ -374,9 +374,6 @@ _CLAIM_REFERENCE = compiled_once(
 )
 
 
-# A batch's claims, in reference order: concurrent batches that share
-# references wait on each other in one order (no cycle), as single calls
-# claim theirs, before any account is locked.
 async def claim_reference(
     conn: AsyncConnection,
     reference: str,
