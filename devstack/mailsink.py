@@ -15,7 +15,7 @@ from typing import Any
 
 from devstack.components import Component
 from devstack.ports import HOST
-from devstack.services import BACKGROUND_NICENESS
+from devstack.services import background
 
 
 class MailSink(Component):
@@ -33,7 +33,7 @@ class MailSink(Component):
         address = f"{HOST}:{self.ctx.ports.smtp}"
         command = [sys.executable, "-m", "aiosmtpd", "-n", "-l", address, "-c", f"{__name__}.RawPrinter"]
         # Like notify_svc, whose mail it receives, it yields the CPU to the money path (local stack only).
-        return ["nice", "-n", str(BACKGROUND_NICENESS), *command] if self.ctx.profile == "local" else command
+        return background(command) if self.ctx.profile == "local" else command
 
     def is_healthy(self) -> bool:
         # Ready means it greets like an SMTP server (220), not merely that the port is open.
