@@ -2,11 +2,11 @@
 
 One round trip per stage, whatever the batch size: opening a batch is one
 statement (data-modifying CTEs, atomic on its own), closing it one call of
-the `finish_wallet_transfers` function (migration 0008). Both take the whole
+the `finish_wallet_transfers` function (migrations 0008-0009). Both take the whole
 batch as arrays and the instant of the change from the caller, which is also
 the time the events and answers they store carry; asyncpg prepares each
 statement once per connection. The tables and their constraints are those of
-migrations 0002-0008; the transitions trigger records every state change.
+migrations 0002-0009; the transitions trigger records every state change.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ FROM idempotency_keys k JOIN unnest($1::text[], $2::text[]) AS i(caller_id, idem
 
 _FINISH = """
 SELECT finish_wallet_transfers($1, $2, $3::uuid[], $4::boolean[], $5::text[], $6::text[], $7::text[], $8::bytea[],
-                               $9::uuid[], $10::text[], $11::smallint[], $12::text[], $13::text[], $14::bytea[],
-                               $15::jsonb[], $16::bigint[], $17::uuid[], $18::interval)
+                               $9::text[], $10::text[], $11::uuid[], $12::text[], $13::smallint[], $14::text[],
+                               $15::text[], $16::bytea[], $17::jsonb[], $18::bigint[], $19::uuid[], $20::interval)
 """
 
 
@@ -148,6 +148,9 @@ class Finish:
     the answer its idempotency key records."""
 
     payment_id: uuid.UUID
+    # Its idempotency key (the key's primary key): the paying caller and the key.
+    payer_id: str
+    idempotency_key: str
     posted: bool
     result_ref: str
     answer: bytes
@@ -179,6 +182,8 @@ async def finish_transfers(
         [e.failure_code for e in ends],
         [e.failure_message for e in ends],
         [e.answer for e in ends],
+        [e.payer_id for e in ends],
+        [e.idempotency_key for e in ends],
         events.event_ids,
         events.topics,
         events.shards,

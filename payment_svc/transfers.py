@@ -247,7 +247,9 @@ class _Batch:
                 continue
             messages[index] = _finish(intent, posted, code, message, opened_at, at, events, sequences)
             answer = messages[index].SerializeToString()
-            ends[index] = Finish(intent.payment_id, posted, ref, answer, code, message)
+            ends[index] = Finish(
+                intent.payment_id, intent.payer_id, intent.idempotency_key, posted, ref, answer, code, message
+            )
         config = self._config
         finished = await transfer_store.finish_transfers(
             conn,
