@@ -11,6 +11,7 @@ started, e.g. by a change of replicas: then it is restarted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -18,7 +19,7 @@ import signal
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +123,46 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def ephemeral_port_range() -> range:
+    """The ports the kernel picks from for outgoing connections (Linux; its default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+@contextlib.contextmanager
+def ports_reserved(ports: Iterable[int]) -> Iterator[list[int]]:
+    """Keeps the kernel from giving `ports` to outgoing connections while the stack starts; yields the
+    ports it holds.
+
+    The local profile's service ports (50051-50054, their metrics and replicas) lie in the ephemeral
+    range: a service that started first could connect to Kafka or PostgreSQL from the port the next
+    stage's service was about to listen on ("port 50054 is taken"; it happened three starts in a row).
+    A port bound explicitly is never picked for an outgoing connection, so each free port of the range
+    is bound here, without listening, for the whole start. SO_REUSEADDR (and SO_REUSEPORT, which gRPC
+    servers set) let the component itself bind and listen on it meanwhile; a socket that does not
+    listen takes no connections.
+    """
+    held: list[socket.socket] = []
+    try:
+        for port in ports:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind((HOST, port))
+            except OSError:  # taken: the component's own start says so, or it is already running
+                probe.close()
+                continue
+            held.append(probe)
+        yield [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 class Component(ABC):

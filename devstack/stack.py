@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import ports as port_plan
-from devstack.components import REPO_ROOT, Component, Context, busy_ports
+from devstack.components import REPO_ROOT, Component, Context, busy_ports, ephemeral_port_range, ports_reserved
 from devstack.credentials import Secrets, load_or_create
 from devstack.edge import Envoy
 from devstack.jaeger import Jaeger
@@ -237,8 +237,9 @@ class Stack:
         self.check_ports(wanted)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.topology.record(self.run_dir)
-        for stage in self.stages:
-            self._in_parallel([name for name in stage if name in wanted], self.start_component)
+        with ports_reserved(self._ephemeral_ports(wanted)):
+            for stage in self.stages:
+                self._in_parallel([name for name in stage if name in wanted], self.start_component)
         self._in_parallel([name for name in wanted if name not in self.names], self.stop_component)
 
     def check_ports(self, names: Iterable[str]) -> None:
@@ -251,6 +252,12 @@ class Stack:
         busy = [line for component in stopped for line in busy_ports(component)]
         if busy:
             raise StackError("\n".join(busy))
+
+    def _ephemeral_ports(self, names: Iterable[str]) -> list[int]:
+        """The ports of the components to start that the kernel could give to an outgoing connection."""
+        ephemeral = ephemeral_port_range()
+        starting = [self.component(name) for name in names if not self.component(name).is_running()]
+        return [port for component in starting for port in component.ports() if port in ephemeral]
 
     def down(self) -> None:
         """Stop every component that runs from this run dir, last stage first; forget the topology."""
