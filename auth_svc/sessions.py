@@ -59,11 +59,18 @@ return 'ok'
 """
 
 # KEYS: family, used. ARGV: presented digest, new digest, idle ttl, max lifetime, used-digest length.
+# The same call run again (its reply was lost and the Redis client sent it once more, paymesh_runtime.redis)
+# finds its own successor current and answers as the first run did: only the request that made the
+# successor knows its digest, so this is no replay of the used token, and nothing changes.
 _ROTATE = """
 local fam = redis.call('HMGET', KEYS[1], 'user_id', 'created', 'revoked', 'current')
 if not fam[1] then return {'invalid'} end
 local presented = ARGV[1]
 if fam[4] ~= presented then
+  if fam[4] == ARGV[2] and fam[3] ~= '1'
+      and redis.call('SISMEMBER', KEYS[2], string.sub(presented, 1, tonumber(ARGV[5]))) == 1 then
+    return {'ok', fam[1]}
+  end
   if redis.call('SISMEMBER', KEYS[2], string.sub(presented, 1, tonumber(ARGV[5]))) == 1 then
     redis.call('HSET', KEYS[1], 'revoked', '1')
     return {'reused'}
@@ -93,13 +100,15 @@ redis.call('HSET', KEYS[1], 'revoked', '1')
 return 'ok'
 """
 
-# KEYS: attempts. ARGV: window ms, max attempts, attempt id. Returns 0 or ms to wait.
+# KEYS: attempts. ARGV: window ms, max attempts, attempt id. Returns 0 or ms to wait. The same call run
+# again finds its attempt recorded and lets it go ahead, as the first run did.
 _RESERVE_ATTEMPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 0 end
 local count = redis.call('ZCARD', KEYS[1])
 if count >= limit then
   local oldest = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')

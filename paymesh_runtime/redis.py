@@ -20,9 +20,11 @@ def create_redis(url: SecretStr) -> Redis:
     # A command that fails because its connection turned out closed is sent
     # once more on a new connection: a request that arrives within
     # IDLE_CHECK_SECONDS of a restart would otherwise fail on each stale pooled
-    # connection in turn. Only ConnectionError is retried: after a TimeoutError
-    # the command may have run, and running one of auth_svc's scripts twice is
-    # not harmless (a refresh would look like a replay).
+    # connection in turn. A connection lost after the command was sent may have
+    # lost only the reply, so every command sent through this client must be
+    # safe to run twice (auth_svc's scripts are: a rotation run again answers
+    # as the first run did). Only ConnectionError is retried: a TimeoutError
+    # goes to the caller, whose request fails as DEPENDENCY_UNAVAILABLE.
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     return Redis.from_url(
         url.get_secret_value(),
