@@ -67,15 +67,15 @@ local fam = redis.call('HMGET', KEYS[1], 'user_id', 'created', 'revoked', 'curre
 if not fam[1] then return {'invalid'} end
 local presented = ARGV[1]
 if fam[4] ~= presented then
-  if fam[4] == ARGV[2] and fam[3] ~= '1'
-      and redis.call('SISMEMBER', KEYS[2], string.sub(presented, 1, tonumber(ARGV[5]))) == 1 then
+  if redis.call('SISMEMBER', KEYS[2], string.sub(presented, 1, tonumber(ARGV[5]))) == 0 then
+    return {'invalid'}
+  end
+  if fam[4] == ARGV[2] then
+    if fam[3] == '1' then return {'revoked'} end
     return {'ok', fam[1]}
   end
-  if redis.call('SISMEMBER', KEYS[2], string.sub(presented, 1, tonumber(ARGV[5]))) == 1 then
-    redis.call('HSET', KEYS[1], 'revoked', '1')
-    return {'reused'}
-  end
-  return {'invalid'}
+  redis.call('HSET', KEYS[1], 'revoked', '1')
+  return {'reused'}
 end
 if fam[3] == '1' then return {'revoked'} end
 local now = tonumber(redis.call('TIME')[1])
