@@ -49,7 +49,7 @@ async def build(settings: AuthSettings) -> app.ServiceApp:
             access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         ),
     )
-    relay = outbox_relay(engine, store.outbox, settings)
+    relay = outbox_relay(engine, settings)
 
     async def own_jwks() -> list[dict[str, str]]:
         # auth_svc verifies the tokens it issued with its own key store: what GetJwks publishes.

@@ -89,7 +89,7 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
         interval_seconds=settings.recovery_interval_seconds,
         batch_size=settings.recovery_batch_size,
     )
-    relay = outbox_relay(engine, store.outbox, settings)
+    relay = outbox_relay(engine, settings)
 
     async def close_wallet_channel() -> None:
         await wallet_channel.close(None)

@@ -5,25 +5,27 @@ Writer: `Outbox.enqueue(conn, ...)` inserts the event in the caller's
 transaction, numbering it per aggregate (gap-free `sequence`).
 
 Relay: `OutboxRelay.run()` publishes unpublished rows in order with an
-idempotent producer (acks=all) and marks them published; published rows are
-kept for `retention` (to inspect or replay them), then deleted in batches. Rows are split into
+idempotent producer (acks=all) and then deletes their positions from
+`outbox_pending`, where a trigger put them when they were written: an outbox
+row itself is written once and never updated. Rows are kept for `retention`
+(to inspect or replay them), then deleted in batches. Rows are split into
 shards by aggregate; each shard is owned by one relay replica at a time
 through a PostgreSQL advisory lock held on the relay's connection, so several
 replicas share the work without ever publishing one aggregate's events out of
 order. Delivery is at least once: a crash between publishing and marking
 republishes the batch, and consumers deduplicate on the event id.
 
-A round reads up to `batch_size` unpublished rows (in position order, so in
+A round reads up to `batch_size` pending rows (in position order, so in
 order per aggregate), hands them all to the producer without waiting for each
 (it batches them per partition; `linger_ms`), waits for every acknowledgement
-and marks the rows published in one statement. Idle, the relay polls less
+and deletes their pending positions in one statement. Idle, the relay polls less
 and less often (from `idle_seconds` doubling up to `max_idle_seconds`) and a
 replica without shards tries to claim some every `claim_every_seconds`; a
 round that found rows polls again after `idle_seconds` (200 ms), a round that
 found a full batch at once. The 200 ms are a trade: events reach Kafka up to
 0.2 s later (they are not on the payment's path: a payment is answered at
-its commit), and each round, with its SELECT, produce request and non-HOT
-UPDATE, serves four times as many rows as at 50 ms. At 200 payments/s that
+its commit), and each round, with its SELECT, produce request and
+DELETE, serves four times as many rows as at 50 ms. At 200 payments/s that
 took 0.35 ms of CPU off each payment and p99 from 147-222 to 123-139 ms
 (docs/performance.md, "Relays that poll less often"). (LISTEN/NOTIFY would wake it sooner,
 but a NOTIFY in the writer's transaction serializes every such commit on one
@@ -54,18 +56,15 @@ from sqlalchemy import (
     Column,
     Connection,
     DateTime,
-    Index,
     Integer,
+    Interval,
     LargeBinary,
     MetaData,
     SmallInteger,
     String,
     Table,
-    any_,
     bindparam,
-    delete,
     func,
-    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
@@ -93,18 +92,42 @@ _CLAIM_SHARDS = text(
 ).bindparams(bindparam("owned", type_=ARRAY(Integer())), bindparam("last", type_=Integer()))
 
 
-# The age of the oldest unpublished row: the first row of each shard by the partial index
-# outbox_unpublished (shard, position), so a backlog of millions still costs SHARDS index probes.
+# The age of the oldest unpublished row: the first pending position's row (positions grow with time,
+# so it is the oldest but for a transaction that was slow to commit), one probe of each primary key.
 _OLDEST_UNPUBLISHED_AGE = text(
-    "SELECT coalesce(extract(epoch FROM now() - min(first.created_at)), 0) "
-    "FROM generate_series(0, :last) AS s(shard) CROSS JOIN LATERAL ("
-    "SELECT created_at FROM outbox WHERE published_at IS NULL AND shard = s.shard ORDER BY position LIMIT 1"
-    ") AS first"
-).bindparams(bindparam("last", type_=Integer()))
+    "SELECT coalesce(extract(epoch FROM now() - min(o.created_at)), 0) "
+    "FROM (SELECT position FROM outbox_pending ORDER BY position LIMIT 1) AS first JOIN outbox o USING (position)"
+)
+
+# The oldest pending rows of some shards, in position order (so in order per aggregate).
+_PENDING_BATCH = text(
+    "SELECT o.position, o.event_id, o.topic, o.aggregate_id, o.payload, o.headers "
+    "FROM outbox_pending p JOIN outbox o USING (position) "
+    "WHERE p.shard = ANY(:shards) ORDER BY p.position LIMIT :limit"
+).bindparams(bindparam("shards", type_=ARRAY(SmallInteger())), bindparam("limit", type_=Integer()))
+
+_PUBLISHED = text("DELETE FROM outbox_pending WHERE position = ANY(:positions)").bindparams(
+    bindparam("positions", type_=ARRAY(BigInteger()))
+)
+
+# Published rows past the retention, among the first `limit` rows that are not pending: a scan of at
+# most that many rows however long the table (the created_at test comes after the LIMIT, so young rows
+# are never read beyond it; time and position grow together, so the old rows are the first ones).
+# SKIP LOCKED keeps two replicas pruning at once off each other's rows.
+_PRUNE = text(
+    "DELETE FROM outbox WHERE position = ANY(ARRAY("
+    "SELECT head.position FROM ("
+    "SELECT o.position, o.created_at FROM outbox o "
+    "WHERE NOT EXISTS (SELECT FROM outbox_pending p WHERE p.position = o.position) "
+    "ORDER BY o.position LIMIT :limit FOR UPDATE OF o SKIP LOCKED"
+    ") AS head WHERE head.created_at < now() - :retention))"
+).bindparams(bindparam("limit", type_=Integer()), bindparam("retention", type_=Interval()))
 
 
 def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
-    """The outbox and per-aggregate sequence tables, in a service's metadata."""
+    """The outbox and per-aggregate sequence tables, in a service's metadata, as the migrations leave them
+    (`OUTBOX_MIGRATIONS`). Rows of `outbox` are written once and never updated: which ones still wait
+    for the relay is `outbox_pending`'s business (`create_outbox_pending`)."""
     outbox = Table(
         "outbox",
         metadata,
@@ -117,8 +140,6 @@ def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("payload", LargeBinary, nullable=False),
         Column("headers", JSONB, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Column("published_at", DateTime(timezone=True)),
-        Index("outbox_unpublished", "shard", "position", postgresql_where=text("published_at IS NULL")),
     )
     sequences = Table(
         "outbox_sequence",
@@ -129,18 +150,94 @@ def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
     return outbox, sequences
 
 
+# Each service's migrations apply these in order (its first migration the first, and so on); they are
+# frozen as they shipped, so that a database migrated long ago and a new one end up the same.
+_FIRST_OUTBOX = (
+    """CREATE TABLE outbox (
+        position BIGSERIAL PRIMARY KEY,
+        event_id UUID NOT NULL UNIQUE,
+        topic VARCHAR(200) NOT NULL,
+        shard SMALLINT NOT NULL,
+        aggregate_id VARCHAR(200) NOT NULL,
+        event_type VARCHAR(100) NOT NULL,
+        payload BYTEA NOT NULL,
+        headers JSONB NOT NULL,
+        created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+        published_at TIMESTAMP WITH TIME ZONE
+    )""",
+    "CREATE INDEX outbox_unpublished ON outbox (shard, position) WHERE published_at IS NULL",
+    "CREATE TABLE outbox_sequence (aggregate_id VARCHAR(200) PRIMARY KEY, last_sequence BIGINT NOT NULL)",
+)
+
+# The pending positions: one small row per event not yet published, added by a statement-level
+# trigger (so every writer, the SQL functions included, is covered without knowing) and deleted by
+# the relay once Kafka has the event. Before, the relay marked each published row (`published_at`):
+# a non-HOT update, published_at being in both partial indexes, so a second copy of the whole row
+# with three index entries, and vacuum behind it, for every event.
+_PENDING_OUTBOX = (
+    "CREATE TABLE outbox_pending (position BIGINT PRIMARY KEY, shard SMALLINT NOT NULL)",
+    "INSERT INTO outbox_pending (position, shard) SELECT position, shard FROM outbox WHERE published_at IS NULL",
+    """CREATE FUNCTION outbox_pending_add() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO outbox_pending (position, shard) SELECT position, shard FROM inserted;
+      RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER outbox_pending_add AFTER INSERT ON outbox REFERENCING NEW TABLE AS inserted"
+    " FOR EACH STATEMENT EXECUTE FUNCTION outbox_pending_add()",
+    "DROP INDEX outbox_published",
+    "DROP INDEX outbox_unpublished",
+    "ALTER TABLE outbox DROP COLUMN published_at",
+)
+_UNDO_PENDING_OUTBOX = (
+    "ALTER TABLE outbox ADD COLUMN published_at TIMESTAMP WITH TIME ZONE",
+    "UPDATE outbox SET published_at = now() WHERE position NOT IN (SELECT position FROM outbox_pending)",
+    "CREATE INDEX outbox_unpublished ON outbox (shard, position) WHERE published_at IS NULL",
+    "CREATE INDEX outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL",
+    "DROP TRIGGER outbox_pending_add ON outbox",
+    "DROP FUNCTION outbox_pending_add()",
+    "DROP TABLE outbox_pending",
+)
+
+
 def create_outbox_schema(connection: Connection) -> None:
-    """Creates the outbox tables; used by each service's first migration."""
-    metadata = MetaData()
-    outbox_tables(metadata)
-    metadata.create_all(connection)
+    """The outbox's first version; each service's first migration."""
+    _execute_all(connection, _FIRST_OUTBOX)
 
 
 def create_outbox_prune_index(connection: Connection) -> None:
-    """The index the relay finds rows to prune by; used by each service's migration after the first."""
+    """The index the relay found rows to prune by, until `create_outbox_pending`; each service's second
+    outbox migration."""
     connection.execute(
         text("CREATE INDEX IF NOT EXISTS outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL")
     )
+
+
+def create_outbox_pending(connection: Connection) -> None:
+    """Rows written once, and the pending positions beside them; each service's third outbox migration."""
+    _execute_all(connection, _PENDING_OUTBOX)
+
+
+def drop_outbox_pending(connection: Connection) -> None:
+    """Undoes `create_outbox_pending` (rows still pending are the unpublished ones again)."""
+    _execute_all(connection, _UNDO_PENDING_OUTBOX)
+
+
+OUTBOX_MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    create_outbox_schema,
+    create_outbox_prune_index,
+    create_outbox_pending,
+)
+
+
+def create_outbox(connection: Connection) -> None:
+    """The outbox as the migrations leave it, at once: for a scratch database of a test or a bench."""
+    for migration in OUTBOX_MIGRATIONS:
+        migration(connection)
+
+
+def _execute_all(connection: Connection, statements: Sequence[str]) -> None:
+    for statement in statements:
+        connection.execute(text(statement))
 
 
 def shard_of(aggregate_id: str) -> int:
@@ -358,11 +455,10 @@ def kafka_producer_factory(bootstrap_servers: str) -> ProducerFactory:
     return make
 
 
-def outbox_relay(engine: AsyncEngine, outbox: Table, settings: ServiceSettings) -> OutboxRelay:
+def outbox_relay(engine: AsyncEngine, settings: ServiceSettings) -> OutboxRelay:
     """A service's relay, as its settings configure it."""
     return OutboxRelay(
         engine,
-        outbox,
         kafka_producer_factory(settings.kafka_bootstrap_servers),
         retention=timedelta(hours=settings.outbox_retention_hours),
     )
@@ -374,7 +470,6 @@ class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
-        outbox: Table,
         make_producer: ProducerFactory,
         *,
         batch_size: int = 500,
@@ -388,7 +483,6 @@ class OutboxRelay:
         lag_every_seconds: float = 5.0,
     ) -> None:
         self._engine = engine
-        self._outbox = outbox
         self._make_producer = make_producer
         self._batch_size = batch_size
         self._idle = idle_seconds
@@ -401,12 +495,6 @@ class OutboxRelay:
         self._lag_every = lag_every_seconds
         # The last measured age of the oldest unpublished row, and when (monotonic): paymesh_outbox_oldest_...
         self._lag = (0.0, time.monotonic())
-        # One array parameter, not an IN list rendered anew for every batch size.
-        self._mark_published = (
-            outbox.update()
-            .where(outbox.c.position == any_(bindparam("positions", type_=ARRAY(BigInteger()))))
-            .values(published_at=func.now())
-        )
         self.published = 0
 
     async def run(self) -> None:
@@ -445,7 +533,7 @@ class OutboxRelay:
         """Measures the age of the oldest unpublished row now (one statement); returns it."""
         async with self._engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            age = float((await conn.execute(_OLDEST_UNPUBLISHED_AGE, {"last": SHARDS - 1})).scalar_one())
+            age = float((await conn.execute(_OLDEST_UNPUBLISHED_AGE)).scalar_one())
         self._lag = (age, time.monotonic())
         return age
 
@@ -496,19 +584,8 @@ class OutboxRelay:
 
     async def prune(self, conn: AsyncConnection) -> int:
         """Deletes up to a batch of rows published longer than the retention ago; returns how many.
-
-        Any replica may prune (SKIP LOCKED keeps them off each other's rows);
-        a row not yet published is never deleted.
-        """
-        o = self._outbox
-        due = (
-            select(o.c.position)
-            .where(o.c.published_at < func.now() - self._retention)
-            .order_by(o.c.published_at)
-            .limit(self._prune_batch)
-            .with_for_update(skip_locked=True)
-        )
-        result = await conn.execute(delete(o).where(o.c.position.in_(due.scalar_subquery())))
+        Any replica may prune; a row not yet published is never deleted."""
+        result = await conn.execute(_PRUNE, {"limit": self._prune_batch, "retention": self._retention})
         pruned = int(result.rowcount or 0)  # type: ignore[attr-defined]
         if pruned:
             log.info("pruned %d published outbox rows", pruned)
@@ -520,20 +597,12 @@ class OutboxRelay:
         return sorted([*owned, *(int(shard) for shard in claimed.scalars())])
 
     async def relay_batch(self, conn: AsyncConnection, producer: AIOKafkaProducer, shards: list[int]) -> int:
-        """Publishes the oldest unpublished rows of `shards`; returns how many."""
-        o = self._outbox
-        rows = (
-            await conn.execute(
-                select(o.c.position, o.c.event_id, o.c.topic, o.c.aggregate_id, o.c.payload, o.c.headers)
-                .where(o.c.published_at.is_(None), o.c.shard.in_(shards))
-                .order_by(o.c.position)
-                .limit(self._batch_size)
-            )
-        ).all()
+        """Publishes the oldest pending rows of `shards`; returns how many."""
+        rows = (await conn.execute(_PENDING_BATCH, {"shards": shards, "limit": self._batch_size})).all()
         if not rows:
             return 0
         await asyncio.gather(*await _send_in_batches(producer, rows))
-        await conn.execute(self._mark_published, {"positions": [row.position for row in rows]})
+        await conn.execute(_PUBLISHED, {"positions": [row.position for row in rows]})
         self.published += len(rows)
         for topic, count in Counter(row.topic for row in rows).items():
             OUTBOX_PUBLISHED.labels(topic).inc(count)

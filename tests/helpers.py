@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import asyncpg
+
 from devstack.stack import Stack
 
 T = TypeVar("T")
@@ -47,3 +49,15 @@ def auth_command(stack: Stack, *args: str, stdin: str = "") -> subprocess.Comple
         timeout=60,
         check=False,
     )
+
+
+async def fresh_database(stack: Stack, name: str) -> str:
+    """A new, empty database of this name on the stack's PostgreSQL (dropped first if there), for a test
+    of its own schema; returns its SQLAlchemy URL."""
+    admin = await asyncpg.connect(stack.database_url("wallet", driver=""))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    return stack.database_url("wallet").rsplit("/", 1)[0] + "/" + name

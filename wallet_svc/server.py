@@ -47,7 +47,7 @@ async def build(settings: WalletSettings) -> app.ServiceApp:
     # debit), and nothing else in the ledger needs it.
     engine = create_engine(settings)
     pool = await create_pool(settings, settings.batch_pool_size)
-    relay = outbox_relay(engine, store.outbox, settings)
+    relay = outbox_relay(engine, settings)
     sweeper = HoldSweeper(
         engine, interval_seconds=settings.sweeper_interval_seconds, batch_size=settings.sweeper_batch_size
     )

@@ -190,7 +190,7 @@ async def _backlog(
 ) -> Backlog:
     unpublished = 0
     for service in ("wallet", "payment"):
-        unpublished += await connections[service].fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        unpublished += await connections[service].fetchval("SELECT count(*) FROM outbox_pending")
     due = await connections["notify"].fetchval(
         "SELECT count(*) FROM notification WHERE state = 'PENDING' AND next_attempt_at <= now()"
     )

@@ -54,7 +54,7 @@ async def backlog(db: Databases, stack: Stack, simulator: SimulatorClient) -> di
     for kind, sql in UNFINISHED_SQL.items():
         left[f"unfinished {kind}"] = int((await db.fetch("payment", sql))[0][0])
     for service in OUTBOX_SERVICES:
-        sql = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        sql = "SELECT count(*) FROM outbox_pending"
         left[f"outbox {service}"] = int((await db.fetch(service, sql))[0][0])
     left["notifications pending"] = int(
         (await db.fetch("notify", "SELECT count(*) FROM notification WHERE state = 'PENDING'"))[0][0]

@@ -57,11 +57,11 @@ from paymesh_runtime import migrations
 from paymesh_runtime.outbox import (
     Outbox,
     OutboxRelay,
-    create_outbox_prune_index,
-    create_outbox_schema,
+    create_outbox,
     kafka_producer_factory,
     outbox_tables,
 )
+from tests.helpers import fresh_database
 
 OUTBOX_DATABASE = "paymesh_bench_outbox"
 NOTIFY_DATABASE = "paymesh_bench_notify"
@@ -102,16 +102,6 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _fresh_database(stack: Stack, name: str) -> str:
-    admin = await asyncpg.connect(stack.database_url("notify", driver=""))
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    return stack.database_url("notify").rsplit("/", 1)[0] + "/" + name
-
-
 async def _new_topics(stack: Stack, *names: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     await admin.start()
@@ -149,12 +139,11 @@ def _payment(payer: str, payee: str) -> events_pb2.Event:
 
 
 async def bench_relay(stack: Stack, events: int, idle_seconds: float) -> None:
-    url = await _fresh_database(stack, OUTBOX_DATABASE)
+    url = await fresh_database(stack, OUTBOX_DATABASE)
     engine: AsyncEngine = create_async_engine(url)
     outbox, sequences = outbox_tables(MetaData())
     async with engine.begin() as conn:
-        await conn.run_sync(create_outbox_schema)
-        await conn.run_sync(create_outbox_prune_index)
+        await conn.run_sync(create_outbox)
     topic = f"paymesh.bench.relay.{uuid.uuid4().hex[:8]}"
     await _new_topics(stack, topic)
     writer = Outbox(outbox, sequences, "bench")
@@ -166,7 +155,7 @@ async def bench_relay(stack: Stack, events: int, idle_seconds: float) -> None:
                     event = _payment(aggregates[n % AGGREGATES], aggregates[(n + 1) % AGGREGATES])
                     event.aggregate_id = aggregates[n % AGGREGATES]
                     await writer.enqueue(conn, topic=topic, event=event)
-    relay = OutboxRelay(engine, outbox, kafka_producer_factory(stack.kafka_bootstrap))
+    relay = OutboxRelay(engine, kafka_producer_factory(stack.kafka_bootstrap))
     meter = Meter(stack, OUTBOX_DATABASE)
     task = asyncio.create_task(relay.run())
     try:
@@ -213,7 +202,7 @@ async def _produce(stack: Stack, records: list[tuple[str, events_pb2.Event]]) ->
 async def bench_notify(stack: Stack, events: int, profile: str) -> None:
     """`profile`: write cProfile stats of each phase (this process only) to PATH.consumer and PATH.delivery."""
     profiler = cProfile.Profile()
-    url = await _fresh_database(stack, NOTIFY_DATABASE)
+    url = await fresh_database(stack, NOTIFY_DATABASE)
     await asyncio.to_thread(migrations.upgrade, NOTIFY_MIGRATIONS, url)
     payments, users_topic = (f"paymesh.bench.{kind}.{uuid.uuid4().hex[:8]}" for kind in ("payments", "users"))
     await _new_topics(stack, payments, users_topic)

@@ -9,11 +9,10 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from sqlalchemy import MetaData, delete, func, select
+from sqlalchemy import MetaData, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from devstack.stack import Stack
@@ -21,12 +20,12 @@ from paymesh.events.v1 import events_pb2
 from paymesh_runtime.outbox import (
     Outbox,
     OutboxRelay,
-    create_outbox_prune_index,
-    create_outbox_schema,
+    create_outbox,
     kafka_producer_factory,
     outbox_tables,
     shard_of,
 )
+from tests.helpers import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +36,9 @@ outbox, sequences = outbox_tables(metadata)
 
 @pytest.fixture(scope="module")
 async def engine(infra: Stack) -> AsyncIterator[AsyncEngine]:
-    admin = await asyncpg.connect(infra.database_url("wallet", driver=""))
-    try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
-            await admin.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        await admin.close()
-    own = create_async_engine(infra.database_url("wallet").rsplit("/", 1)[0] + "/" + DATABASE)
+    own = create_async_engine(await fresh_database(infra, DATABASE))
     async with own.begin() as conn:
-        await conn.run_sync(create_outbox_schema)
-        await conn.run_sync(create_outbox_prune_index)
+        await conn.run_sync(create_outbox)
     yield own
     await own.dispose()
 
@@ -75,8 +67,8 @@ async def _enqueue(engine: AsyncEngine, topic: str, aggregates: list[str], per_a
 
 async def _unpublished(engine: AsyncEngine, topic: str) -> int:
     async with engine.connect() as conn:
-        query = select(func.count()).where(outbox.c.topic == topic, outbox.c.published_at.is_(None))
-        return int(await conn.scalar(query) or 0)
+        query = text("SELECT count(*) FROM outbox_pending JOIN outbox USING (position) WHERE topic = :topic")
+        return int(await conn.scalar(query, {"topic": topic}) or 0)
 
 
 async def _drained(engine: AsyncEngine, topic: str) -> None:
@@ -110,7 +102,7 @@ async def test_two_relays_publish_each_row_once_in_order_and_the_second_takes_ov
     topic = await _new_topic(infra.kafka_bootstrap)
     aggregates = [f"agg-{uuid.uuid4().hex[:6]}" for _ in range(12)]
     assert len({shard_of(a) for a in aggregates}) > 1  # spread over several shards
-    relays = [OutboxRelay(engine, outbox, kafka_producer_factory(infra.kafka_bootstrap)) for _ in range(2)]
+    relays = [OutboxRelay(engine, kafka_producer_factory(infra.kafka_bootstrap)) for _ in range(2)]
     first = asyncio.create_task(relays[0].run())
     await asyncio.sleep(1)  # the first takes every free shard
     second = asyncio.create_task(relays[1].run())
@@ -134,7 +126,7 @@ async def test_two_relays_publish_each_row_once_in_order_and_the_second_takes_ov
         assert [e.sequence for e in events if e.aggregate_id == aggregate] == list(range(1, 11))
 
 
-def _row(published_ago: timedelta | None) -> dict[str, object]:
+def _row(age: timedelta) -> dict[str, object]:
     aggregate = f"prune-test-{uuid.uuid4()}"
     return {
         "event_id": uuid.uuid4(),
@@ -144,27 +136,68 @@ def _row(published_ago: timedelta | None) -> dict[str, object]:
         "event_type": "test.pruned",
         "payload": b"",
         "headers": {},
-        "published_at": None if published_ago is None else func.now() - published_ago,
+        "created_at": func.now() - age,
     }
 
 
 async def test_published_rows_past_the_retention_are_deleted_and_nothing_else(
     infra: Stack, engine: AsyncEngine
 ) -> None:
-    rows = {"old": _row(timedelta(days=2)), "recent": _row(timedelta(minutes=5)), "unpublished": _row(None)}
+    rows = {
+        "old": _row(timedelta(days=2)),
+        "recent": _row(timedelta(minutes=5)),
+        "old unpublished": _row(timedelta(days=2)),
+        "old too": _row(timedelta(days=3)),  # written after "old unpublished", though older
+    }
     async with engine.begin() as conn:
         for row in rows.values():
             await conn.execute(outbox.insert().values(**row))
-    relay = OutboxRelay(engine, outbox, kafka_producer_factory(infra.kafka_bootstrap), retention=timedelta(hours=1))
+        # Written, each row waits for the relay; all but one are published now.
+        published = [rows[name]["aggregate_id"] for name in ("old", "recent", "old too")]
+        await conn.execute(
+            text(
+                "DELETE FROM outbox_pending WHERE position IN "
+                "(SELECT position FROM outbox WHERE aggregate_id = ANY(:published))"
+            ),
+            {"published": published},
+        )
+    relay = OutboxRelay(engine, kafka_producer_factory(infra.kafka_bootstrap), retention=timedelta(hours=1))
     ours = [r["aggregate_id"] for r in rows.values()]
     try:
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            assert await relay.prune(conn) >= 1
+            assert await relay.prune(conn) >= 2
             query = select(outbox.c.aggregate_id).where(outbox.c.aggregate_id.in_(ours))
             left = set((await conn.execute(query)).scalars())
     finally:
         # The unpublished row's topic does not exist: left behind, it would stall a relay run on this database later.
         async with engine.begin() as conn:
             await conn.execute(delete(outbox).where(outbox.c.aggregate_id.in_(ours)))
-    assert left == {rows["recent"]["aggregate_id"], rows["unpublished"]["aggregate_id"]}
+            await conn.execute(text("DELETE FROM outbox_pending"))
+    assert left == {rows["recent"]["aggregate_id"], rows["old unpublished"]["aggregate_id"]}
+
+
+async def test_every_writer_leaves_its_rows_pending_until_the_relay_publishes_them(engine: AsyncEngine) -> None:
+    """The trigger covers a plain INSERT, a multi-row one and a rolled-back one (which leaves nothing)."""
+    async with engine.begin() as conn:
+        await conn.execute(outbox.insert().values(**_row(timedelta())))
+        await conn.execute(outbox.insert().values([_row(timedelta()) for _ in range(3)]))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(outbox.insert().values(**_row(timedelta())))
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    async with engine.begin() as conn:
+        counts = (
+            await conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM outbox WHERE topic = 'paymesh.prune-test'),"
+                    " (SELECT count(*) FROM outbox_pending JOIN outbox USING (position)"
+                    "  WHERE topic = 'paymesh.prune-test' AND outbox_pending.shard = outbox.shard)"
+                )
+            )
+        ).one()
+        await conn.execute(text("DELETE FROM outbox WHERE topic = 'paymesh.prune-test'"))
+        await conn.execute(text("DELETE FROM outbox_pending"))
+    assert tuple(counts) == (4, 4)

@@ -14,7 +14,6 @@ import sys
 import textwrap
 import uuid
 
-import asyncpg
 import grpc
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -23,7 +22,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.stack import Stack
-from paymesh_runtime.outbox import create_outbox_schema
+from paymesh_runtime.outbox import create_outbox
+from tests.helpers import fresh_database
 from tests.integration.notify_support import harness_database_url, migrate
 
 SERVICE_PROCESS = textwrap.dedent(
@@ -126,7 +126,7 @@ EVENT_PROCESS = textwrap.dedent(
         with trace.get_tracer("probe").start_as_current_span("change"):
             async with engine.begin() as conn:
                 await Outbox(outbox, sequences, "probe").enqueue(conn, topic=topic, event=event)
-        relay = OutboxRelay(engine, outbox, kafka_producer_factory(bootstrap))
+        relay = OutboxRelay(engine, kafka_producer_factory(bootstrap))
         relaying = asyncio.create_task(relay.run())
         reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
         await reader.start()
@@ -161,17 +161,11 @@ OUTBOX_DATABASE = "paymesh_telemetry_test"
 
 @pytest.mark.integration
 async def test_an_event_is_processed_in_the_trace_that_wrote_it_to_the_outbox(infra: Stack) -> None:
-    admin = await asyncpg.connect(infra.database_url("wallet", driver=""))
-    try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", OUTBOX_DATABASE):
-            await admin.execute(f"CREATE DATABASE {OUTBOX_DATABASE}")
-    finally:
-        await admin.close()
-    outbox_url = infra.database_url("wallet").rsplit("/", 1)[0] + "/" + OUTBOX_DATABASE
+    outbox_url = await fresh_database(infra, OUTBOX_DATABASE)
     engine = create_async_engine(outbox_url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(create_outbox_schema)
+            await conn.run_sync(create_outbox)
     finally:
         await engine.dispose()
     await migrate(infra)
