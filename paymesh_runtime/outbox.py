@@ -12,8 +12,9 @@ row itself is written once and never updated. Rows are kept for `retention`
 shards by aggregate; each shard is owned by one relay replica at a time
 through a PostgreSQL advisory lock held on the relay's connection, so several
 replicas share the work without ever publishing one aggregate's events out of
-order. Delivery is at least once: a crash between publishing and marking
-republishes the batch, and consumers deduplicate on the event id.
+order. Delivery is at least once: a crash between publishing and deleting
+the pending positions republishes the batch, and consumers deduplicate on the
+event id.
 
 A round reads up to `batch_size` pending rows (in position order, so in
 order per aggregate), hands them all to the producer without waiting for each
