@@ -108,7 +108,7 @@ _ENDPOINT_HEALTH = (
 # Deliveries of an endpoint that was just disabled or deleted stop; a send in flight completes and its
 # outcome is discarded (the row is no longer PENDING).
 CANCEL_PENDING = text(
-    "UPDATE notification SET state = 'CANCELED', claim_token = NULL, last_error = :why "
+    "UPDATE notification SET state = 'CANCELED', claim_token = NULL, lease_expires_at = NULL, last_error = :why "
     "WHERE endpoint_id = ANY(CAST(:ids AS uuid[])) AND state = 'PENDING'"
 ).bindparams(bindparam("ids", type_=_UUIDS), bindparam("why", type_=String()))
 

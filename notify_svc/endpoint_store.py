@@ -95,8 +95,9 @@ _ROTATE = text(
 
 # A new retry schedule: due now, from now, after the attempts already made.
 _REDELIVER = text(
-    "UPDATE notification SET state = 'PENDING', next_attempt_at = now(), claim_token = NULL, last_error = NULL, "
-    "delivered_time = NULL, dlq_published_at = NULL, schedule_start = now(), schedule_offset = attempts "
+    "UPDATE notification SET state = 'PENDING', next_attempt_at = now(), claim_token = NULL, lease_expires_at = NULL, "
+    "last_error = NULL, delivered_time = NULL, dlq_published_at = NULL, schedule_start = now(), "
+    "schedule_offset = attempts "
     "WHERE notification_id = :delivery AND endpoint_id = :endpoint AND channel = 'WEBHOOK' AND state <> 'PENDING' "
     "RETURNING notification_id"
 ).bindparams(bindparam("delivery", type_=UUID(as_uuid=True)), bindparam("endpoint", type_=UUID(as_uuid=True)))

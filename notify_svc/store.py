@@ -140,9 +140,10 @@ def _notification(row: Row[tuple[object, ...]]) -> NotificationRecord:
 _CLAIM_DUE = (
     text(
         "WITH due AS (SELECT notification_id FROM notification WHERE state = 'PENDING' AND next_attempt_at <= now() "
+        "AND (lease_expires_at IS NULL OR lease_expires_at <= now()) "
         "ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED), "
         "claimed AS (UPDATE notification AS n SET attempts = n.attempts + 1, claim_token = :token, "
-        "next_attempt_at = now() + make_interval(secs => :lease) FROM due "
+        "lease_expires_at = now() + make_interval(secs => :lease) FROM due "
         "WHERE n.notification_id = due.notification_id "
         "RETURNING n.notification_id, n.claim_token, n.channel, n.user_id, n.event_id, n.event_type, n.subject, "
         "n.body, n.body_html, n.attempts, n.endpoint_id, n.attempts - n.schedule_offset AS schedule_attempt, "
@@ -172,7 +173,8 @@ _CLAIM_DUE = (
 # lapsed and that another worker claimed again, keeps what happened to it.
 _RECORD_OUTCOMES = (
     text(
-        "UPDATE notification AS n SET state = o.state, claim_token = NULL, last_error = o.last_error, "
+        "UPDATE notification AS n SET state = o.state, claim_token = NULL, lease_expires_at = NULL, "
+        "last_error = o.last_error, "
         "delivered_time = CASE WHEN o.state = 'DELIVERED' THEN now() END, "
         "next_attempt_at = CASE WHEN o.delay IS NULL THEN n.next_attempt_at "
         "ELSE now() + make_interval(secs => o.delay) END "
@@ -193,8 +195,8 @@ _RECORD_OUTCOMES = (
 )
 
 _REARM = text(
-    "UPDATE notification SET state = 'PENDING', next_attempt_at = now(), claim_token = NULL, last_error = NULL, "
-    "dlq_published_at = NULL, schedule_start = now(), schedule_offset = attempts "
+    "UPDATE notification SET state = 'PENDING', next_attempt_at = now(), claim_token = NULL, lease_expires_at = NULL, "
+    "last_error = NULL, dlq_published_at = NULL, schedule_start = now(), schedule_offset = attempts "
     "WHERE notification_id = :id AND state = 'DEAD_LETTERED' RETURNING notification_id"
 ).bindparams(bindparam("id", type_=UUID(as_uuid=True)))
 
@@ -218,9 +220,10 @@ class NotifyStore:
         """Reserves up to `limit` due deliveries for this worker for `lease_seconds`.
 
         SKIP LOCKED lets replicas claim disjoint rows without waiting; the
-        lease (next_attempt_at in the future) keeps the rows away from other
+        lease (lease_expires_at in the future) keeps the rows away from other
         workers after this short transaction commits, and counts the attempt
-        before it is made, so a worker that dies mid-send still used one.
+        before it is made, so a worker that dies mid-send still used one. The
+        claim changes no indexed column, so it is a HOT update (migration 0005).
         """
         async with self._autocommit.connect() as conn:
             claim = {"limit": limit, "token": uuid.uuid4(), "lease": lease_seconds}

@@ -78,6 +78,8 @@ notification = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("claim_token", UUID(as_uuid=True)),
+    # While a worker attempts it: until then no other worker claims it (no index names it: migration 0005).
+    Column("lease_expires_at", DateTime(timezone=True)),
     Column("last_error", String(500)),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("delivered_time", DateTime(timezone=True)),
