@@ -77,6 +77,7 @@ from paymesh_runtime.metrics import OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, OUTBOX_
 from paymesh_runtime.settings import ServiceSettings
 from paymesh_runtime.sql import compiled_once
 from paymesh_runtime.telemetry_spans import carrier_of, end_with_error, span_from_carrier
+from paymesh_runtime.wire import timestamp_parts
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,8 @@ class Outbox:
         event.sequence = sequence
         event.id = str(uuid.uuid4())
         event.producer = self._producer_name
-        event.occurred_at.FromDatetime(now)
+        occurred_at = event.occurred_at
+        occurred_at.seconds, occurred_at.nanos = timestamp_parts(now)
         return {"content-type": CONTENT_TYPE, "event-type": event.type, **context}
 
 
