@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from paymesh_runtime.failures import DATABASE_FAILURES
+
 log = logging.getLogger(__name__)
 
 # Advisory lock namespace ("pmrp"), so replica locks never collide with the outbox relay's shard locks.
@@ -68,7 +70,7 @@ class Replica:
             try:
                 await self._conn.fetchval("SELECT 1")
                 continue
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DATABASE_FAILURES:
                 log.warning("replica %s lost its lock connection; taking the lock again", self.name)
             try:
                 self._conn = await _lock(self._dsn, self.name, wait_seconds=0)
@@ -76,7 +78,7 @@ class Replica:
                 log.critical("replica %s: another process took this replica's name; stopping", self.name)
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DATABASE_FAILURES:
                 continue  # the database is still away: try again next round
 
     async def close(self) -> None:

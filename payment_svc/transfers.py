@@ -49,6 +49,7 @@ from payment_svc.wallet_client import (
 from paymesh.payment.v1 import payment_pb2
 from paymesh.wallet.v1 import wallet_pb2
 from paymesh_runtime.errors import PaymeshError
+from paymesh_runtime.failures import DATABASE_FAILURES
 from paymesh_runtime.group_commit import GroupCommit
 from paymesh_runtime.outbox import Outbox, PendingEvent
 
@@ -110,7 +111,7 @@ class WalletTransfers:
         try:
             async with self._pool.acquire() as conn:
                 return await _Batch(conn, self._wallet, self._outbox, self._config, intents, self._crash_at).run()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_FAILURES as error:
             # The database failed mid-batch: whatever was committed is finished by the recovery worker.
             log.warning("payment batch of %d interrupted by the database: %s", len(intents), type(error).__name__)
             unavailable = dependency_unavailable("the payments database")

@@ -47,6 +47,11 @@ _CLIENT_MISUSE = (
     asyncpg_base.ClientConfigurationError,
     asyncpg_base.UnsupportedClientFeatureError,
 )
+# What a statement on a connection of one's own raises when the database goes away under it: a refused or
+# reset socket, the server's own errors, a closed connection, or (InternalClientError) a protocol asyncpg left
+# in its "failed" state when the connection was lost between two statements of the same transaction.
+DATABASE_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+_LOST_PROTOCOL = 'protocol is in the "failed" state'
 _REDIS_OUTAGES = (
     redis.exceptions.ConnectionError,  # also BusyLoadingError, AuthenticationError, MaxConnectionsError
     redis.exceptions.TimeoutError,
@@ -104,6 +109,8 @@ def unavailable_dependency(error: BaseException) -> str | None:
             return None
         if isinstance(cause, asyncpg.InterfaceError):  # "connection is closed" and kin
             return POSTGRESQL
+        if isinstance(cause, asyncpg.InternalClientError) and _LOST_PROTOCOL in str(cause):
+            return POSTGRESQL  # any other InternalClientError ("another operation is in progress") is a bug
         state = sqlstate(cause)
         if state is not None and _is_outage_state(state):
             return POSTGRESQL

@@ -78,6 +78,14 @@ OUTAGES: list[tuple[str, Callable[[], BaseException], str]] = [
         "postgresql",
     ),
     ("closed (asyncpg pool)", lambda: _raised(lambda: asyncpg.InterfaceError("connection is closed")), "postgresql"),
+    (
+        # asyncpg's words when the server vanished between two statements on one connection (chaos seed 34)
+        "lost between statements",
+        lambda: _raised(
+            lambda: asyncpg.InternalClientError('cannot switch to state 13; protocol is in the "failed" state')
+        ),
+        "postgresql",
+    ),
     ("pool timeout", lambda: _raised(lambda: sqlalchemy.exc.TimeoutError("QueuePool limit reached")), "postgresql"),
     (
         "refused at connect",
@@ -115,6 +123,12 @@ BUGS: list[tuple[str, Callable[[], BaseException]]] = [
     ("bad argument", lambda: _sqlalchemy(asyncpg_base.DataError(f"invalid input for query argument $1: {SECRET!r}"))),
     ("value error", lambda: _raised(lambda: ValueError("Invalid isoformat string"))),
     ("redis wrong type", lambda: _raised(lambda: redis.exceptions.ResponseError("WRONGTYPE"))),
+    (
+        "one connection used twice at once",
+        lambda: _raised(
+            lambda: asyncpg.InternalClientError("cannot switch to state 13; another operation (2) is in progress")
+        ),
+    ),
 ]
 
 
