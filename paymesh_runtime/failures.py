@@ -49,7 +49,7 @@ _CLIENT_MISUSE = (
 )
 # What a statement on a connection of one's own raises when the database goes away under it: a refused or
 # reset socket, the server's own errors, a closed connection, or (InternalClientError) a protocol asyncpg left
-# in its "failed" state when the connection was lost between two statements of the same transaction.
+# in its "failed" state when the connection was lost between two statements on it.
 DATABASE_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 _LOST_PROTOCOL = 'protocol is in the "failed" state'
 _REDIS_OUTAGES = (
