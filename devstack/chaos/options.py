@@ -15,7 +15,10 @@ DEFAULT_PORT_BASE = 36000
 # the waits a real deployment can afford but a bounded run cannot: a processor timeout of 2 s (so latency
 # faults are cheap), polling a payout or refund whose webhook was lost after 10 s instead of 300 s, retry
 # backoffs capped at 5 s, a breaker open for 5 s, leases of 20/25 s (a crashed replica's work is taken over
-# sooner). Values already in the environment win.
+# sooner), and notification retries capped at 10 s. Webhooks included: their production schedule (30 s,
+# then doubling) put a merchant delivery that the receiver failed three times in a row (its 5 % of 500s)
+# 30 + 60 + 120 s away, past the settle limit, and a CI run reported it as lost. Values already in the
+# environment win.
 SERVICE_SETTINGS = {
     "PAYMENT_PROCESSOR_TIMEOUT_SECONDS": "2",
     "PAYMENT_PROCESSOR_POLL_SECONDS": "10",
@@ -24,6 +27,8 @@ SERVICE_SETTINGS = {
     "PAYMENT_PROCESSOR_BREAKER_OPEN_SECONDS": "5",
     "PAYMENT_LEASE_SECONDS": "20",
     "NOTIFY_DELIVERY_BACKOFF_MAX_SECONDS": "10",
+    "NOTIFY_WEBHOOK_BACKOFF_BASE_SECONDS": "2",
+    "NOTIFY_WEBHOOK_BACKOFF_MAX_SECONDS": "10",
     "NOTIFY_DELIVERY_LEASE_SECONDS": "25",
     "NOTIFY_CONSUMER_RETRY_MAX_SECONDS": "5",
 }
