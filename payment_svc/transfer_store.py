@@ -2,11 +2,13 @@
 
 One round trip per stage, whatever the batch size: opening a batch is one
 statement (data-modifying CTEs, atomic on its own), closing it one call of
-the `finish_wallet_transfers` function (migrations 0008-0009). Both take the whole
-batch as arrays and the instant of the change from the caller, which is also
-the time the events and answers they store carry; asyncpg prepares each
-statement once per connection. The tables and their constraints are those of
-migrations 0002-0009; the transitions trigger records every state change.
+the `finish_wallet_transfers` function (migrations 0008, 0009 and 0011: one
+update per payment). Both take the whole batch as arrays and the instant of
+the change from the caller, which is also the time the events and answers
+they store carry; asyncpg prepares each statement once per connection. The
+tables and their constraints are those of migrations 0002-0011; the
+transitions trigger records every state change (a posted payment's
+PENDING -> SUCCEEDED as its two steps, through PROCESSING).
 """
 
 from __future__ import annotations

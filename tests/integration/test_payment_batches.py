@@ -82,6 +82,28 @@ async def batches_of(stack: Stack, payer: str) -> int:
         await conn.close()
 
 
+async def stored_histories(stack: Stack, payment_ids: list[str]) -> dict[str, list[tuple[str, str, str]]]:
+    """Each payment's transitions as the database recorded them, in order; and checks that a payment's
+    steps after its creation carry one instant (the batch's)."""
+    conn = await asyncpg.connect(stack.database_url("payment", driver=""))
+    try:
+        rows = await conn.fetch(
+            "SELECT resource_id, from_state, to_state, reason, time FROM transitions "
+            "WHERE resource_id = ANY($1::uuid[]) ORDER BY transition_id",
+            payment_ids,
+        )
+    finally:
+        await conn.close()
+    histories: dict[str, list[tuple[str, str, str]]] = {}
+    closing_times: dict[str, set[object]] = {}
+    for row in rows:
+        histories.setdefault(str(row["resource_id"]), []).append((row["from_state"], row["to_state"], row["reason"]))
+        if row["from_state"]:
+            closing_times.setdefault(str(row["resource_id"]), set()).add(row["time"])
+    assert all(len(times) == 1 for times in closing_times.values()), closing_times
+    return histories
+
+
 async def test_racing_payments_from_one_wallet_succeed_exactly_while_the_money_lasts(
     mesh: Mesh, payment_svc: PaymentProcess
 ) -> None:
@@ -101,6 +123,16 @@ async def test_racing_payments_from_one_wallet_succeed_exactly_while_the_money_l
     assert sum(posted for posted, _ in received) == 990
     # Fewer transactions than payments: the concurrent calls were batched.
     assert await batches_of(mesh.stack, alice) < 50
+    # One closing update per payment (migration 0011) still records every step, each with its reason.
+    histories = await stored_histories(mesh.stack, [p.payment_id for p in payments])
+    for p in succeeded:
+        assert histories[p.payment_id] == [
+            ("", "PENDING", "created"),
+            ("PENDING", "PROCESSING", "transfer_posted"),
+            ("PROCESSING", "SUCCEEDED", "captured"),
+        ]
+    for p in refused:
+        assert histories[p.payment_id] == [("", "PENDING", "created"), ("PENDING", "FAILED", "insufficient_funds")]
     await ledger_invariants(mesh.stack, [p.payment_id for p in payments])
 
 
