@@ -64,7 +64,7 @@ async def build(settings: PaymentSettings) -> app.ServiceApp:
     if resumed:
         log.info("resuming %d payments, refunds and payouts of earlier incarnations at once", resumed)
     saga = Saga(engine, wallet_svc, processor, events, keys, config)
-    pool = await create_pool(settings, settings.batch_pool_size)
+    pool = await create_pool(settings, settings.batch_pool_size, generic_plans=True)
     transfers = WalletTransfers(
         pool,
         wallet_svc,
