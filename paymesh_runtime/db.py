@@ -16,8 +16,9 @@ SERVER_SETTINGS = {"lock_timeout": "5s", "statement_timeout": "30s"}
 # payment_svc's batch statement and closing function take whole batches as arrays (unnest), so no plan of
 # theirs depends on a parameter's value, only on how many rows an array holds. Left to choose, PostgreSQL
 # plans them again at every call: an estimate from the real array length (a few rows) always looks cheaper
-# than the generic plan's (unnest's default, 100), so the cached plan is never used. Planning was ~15 % of
-# the money path's database CPU at one payment in flight (perf; docs/performance.md, "Plans made once").
+# than the generic plan's (unnest's default, 100), so the cached plan is never used. Planning inside the
+# batch functions was ~15 % of the CPU of the money path's backends in both services' databases together at
+# one payment in flight (perf; docs/performance.md, "Plans made once").
 # A generic plan is still made again whenever its tables' statistics change (ANALYZE invalidates it).
 # wallet_svc's pool keeps PostgreSQL's choice: with generic plans its single postings (card deposits)
 # cost more, 7-10 % fewer deposits per second in alternating runs.
